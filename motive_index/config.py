@@ -1,0 +1,120 @@
+"""Stage configurations: one frozen dataclass per stage, validated where it is built.
+
+Each one serializes into the store's fingerprint with :meth:`to_dict`, so two vectors are comparable exactly
+when every field that made them is equal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+def _check(cond: bool, name: str, value: Any, want: str) -> None:
+    if not cond:
+        raise ValueError(f"{name}={value!r} is invalid: {want}")
+
+
+class _Config:
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown fields {sorted(unknown)}; known: {sorted(names)}")
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class VideoSpec(_Config):
+    """The one shape every clip and query is standardized to before anything else.
+
+    ``frames`` frames sampled at ``fps`` from a window centred in the clip, resized (shorter side) and
+    centre-cropped to ``height`` x ``width``. A clip shorter than the window is resampled over its whole
+    duration (its motion is slowed to fit) as long as it has at least ``min_source_frames`` decoded frames;
+    with fewer it is refused as too short.
+    """
+
+    frames: int = 17
+    fps: float = 8.0
+    height: int = 64
+    width: int = 64
+    min_source_frames: int = 4
+
+    def __post_init__(self):
+        _check(isinstance(self.frames, int) and self.frames >= 2, "frames", self.frames, "an int >= 2")
+        _check(self.fps > 0, "fps", self.fps, "a positive number")
+        _check(isinstance(self.height, int) and self.height >= 8, "height", self.height, "an int >= 8")
+        _check(isinstance(self.width, int) and self.width >= 8, "width", self.width, "an int >= 8")
+        _check(isinstance(self.min_source_frames, int) and self.min_source_frames >= 2,
+               "min_source_frames", self.min_source_frames, "an int >= 2 (motion needs two frames)")
+
+    @property
+    def duration(self) -> float:
+        """Seconds of source video one standardized clip covers."""
+        return self.frames / self.fps
+
+
+MASK_KINDS = ("flow", "none")
+FLOW_METHODS = ("dis",)
+DIS_PRESETS = ("ultrafast", "fast", "medium")
+
+
+@dataclass(frozen=True)
+class MaskConfig(_Config):
+    """How the motion weight W is made. ``kind='none'`` is the unmasked baseline (W = 1)."""
+
+    kind: str = "flow"
+    flow: str = "dis"
+    dis_preset: str = "medium"
+
+    def __post_init__(self):
+        _check(self.kind in MASK_KINDS, "mask", self.kind, f"one of {MASK_KINDS}")
+        _check(self.flow in FLOW_METHODS, "flow", self.flow, f"one of {FLOW_METHODS}")
+        _check(self.dis_preset in DIS_PRESETS, "dis_preset", self.dis_preset, f"one of {DIS_PRESETS}")
+
+
+LOSS_KINDS = ("mse",)
+
+
+@dataclass(frozen=True)
+class EstimatorConfig(_Config):
+    """The single-sample estimator: one fixed timestep and one seeded noise draw shared by every clip and query.
+
+    ``timestep`` indexes the scheduler's ``num_train_timesteps`` (the paper: 751 of 1000); the flow-matching
+    sigma is ``timestep / num_train_timesteps`` passed through the scheduler's shift.
+    """
+
+    timestep: int = 751
+    noise_seed: int = 0
+    loss: str = "mse"
+
+    def __post_init__(self):
+        _check(isinstance(self.timestep, int) and 0 <= self.timestep <= 1000, "timestep", self.timestep,
+               "an int in [0, 1000]")
+        _check(isinstance(self.noise_seed, int), "noise_seed", self.noise_seed, "an int")
+        _check(self.loss in LOSS_KINDS, "loss", self.loss, f"one of {LOSS_KINDS}")
+
+
+PROJECTION_KINDS = ("fastfood", "identity")
+
+
+@dataclass(frozen=True)
+class ProjectionConfig(_Config):
+    """Fastfood projection of the gradient to ``dim`` dimensions, block by block (``block_size`` a power of 2)."""
+
+    kind: str = "fastfood"
+    dim: int = 512
+    seed: int = 0
+    block_size: int = 2**20
+
+    def __post_init__(self):
+        _check(self.kind in PROJECTION_KINDS, "projection", self.kind, f"one of {PROJECTION_KINDS}")
+        _check(isinstance(self.dim, int) and self.dim >= 1, "dim", self.dim, "a positive int")
+        _check(isinstance(self.seed, int), "seed", self.seed, "an int")
+        bs = self.block_size
+        _check(isinstance(bs, int) and bs >= 2 and bs & (bs - 1) == 0, "block_size", bs, "a power of two >= 2")
