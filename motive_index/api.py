@@ -1,0 +1,213 @@
+"""The public entry: :class:`MotiveIndex`. The CLI and the HTTP service only call this.
+
+    idx, report = MotiveIndex.build("train/manifest.csv", model="models/tiny-ft", index="runs/idx")
+    result = MotiveIndex.open("runs/idx").query("generated.mp4", prompt="a red square", k=10)
+    for hit in result.hits: print(hit.rank, hit.clip_id, hit.score)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .config import EstimatorConfig, MaskConfig, ProjectionConfig
+from .errors import GradientError, IndexNotFoundError, MotiveIndexError
+from .types import Hit
+
+log = logging.getLogger(__name__)
+
+SETTINGS_FILE = "settings.json"
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class BuildReport:
+    added: int = 0
+    skipped: int = 0                                   # already in the store (a resumed or repeated build)
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    size: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class QueryResult:
+    hits: list[Hit]
+    timings: dict[str, float]
+    query: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"query": self.query, "hits": [h.to_dict() for h in self.hits], "timings": self.timings}
+
+
+def _write_settings(index_dir: Path, model: str) -> None:
+    path = index_dir / SETTINGS_FILE
+    if path.is_file():
+        return
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"model": model}, indent=2))
+    tmp.replace(path)
+
+
+def _model_ref(model: str | Path) -> str:
+    return "tiny" if str(model) == "tiny" else str(Path(model).expanduser().resolve())
+
+
+class MotiveIndex:
+    """An attribution index on disk: a LanceDB store (the truth), a FAISS index (derived), and its model."""
+
+    def __init__(self, path: Path, store, device: str = "cpu", model: str | None = None):
+        self.path = Path(path)
+        self.store = store
+        self.device = device
+        settings_path = self.path / SETTINGS_FILE
+        settings = json.loads(settings_path.read_text()) if settings_path.is_file() else {}
+        self.model_ref = model or settings.get("model")
+        self._engine = None
+        self._index = None
+
+    # ----- building ------------------------------------------------------------------------------------------
+    @classmethod
+    def build(cls, manifest: str | Path | list, model: str | Path, index: str | Path, *, mask: str = "flow",
+              dim: int = 512, projection_seed: int = 0, timestep: int = 751, noise_seed: int = 0,
+              device: str = "cpu", batch: int = 16, progress: Progress | None = None
+              ) -> tuple["MotiveIndex", BuildReport]:
+        """Embed every clip of ``manifest`` not yet in the store at ``index`` (creating it if needed).
+
+        Resumable: clips already stored are skipped, finished clips are written every ``batch`` clips, and a
+        clip that fails (bad video, NaN gradient) is recorded with its reason while the build goes on.
+        """
+        from .backbones import load_backbone
+        from .gradients import GradientEngine
+        from .manifest import read_manifest
+        from .store import ClipStore
+
+        t_start = time.perf_counter()
+        clips = manifest if isinstance(manifest, list) else read_manifest(manifest)
+        backbone = load_backbone(model, device=device)
+        engine = GradientEngine(backbone, MaskConfig(kind=mask), EstimatorConfig(timestep=timestep,
+                                noise_seed=noise_seed), ProjectionConfig(dim=dim, seed=projection_seed))
+        index_dir = Path(index)
+        store = ClipStore.create(index_dir, engine.fingerprint(), dim)   # refuses another fingerprint
+        _write_settings(index_dir, _model_ref(model))
+        self = cls(index_dir, store, device=device)
+        self._engine = engine
+        report = self._embed_into_store(clips, batch, progress)
+        self._index = None
+        self._ensure_index()
+        report.seconds = time.perf_counter() - t_start
+        report.size = len(store)
+        return self, report
+
+    def _embed_into_store(self, clips, batch: int, progress: Progress | None) -> BuildReport:
+        report = BuildReport()
+        stored = self.store.has([c.clip_id for c in clips])
+        todo = [c for c in clips if c.clip_id not in stored]
+        report.skipped = len(clips) - len(todo)
+        pending: list[dict] = []
+
+        def flush():
+            if pending:
+                report.added += self.store.add(pending)
+                pending.clear()
+
+        for i, clip in enumerate(todo):
+            try:
+                vec, prep = self._engine.embed(clip.path, clip.caption, clip.start_sec, clip.end_sec,
+                                               name=clip.clip_id)
+            except (MotiveIndexError, GradientError) as e:
+                report.failed[clip.clip_id] = str(e)
+                self.store.record_failure(clip.clip_id, clip.path, str(e))
+                log.warning("clip %s failed: %s", clip.clip_id, e)
+            else:
+                meta = dict(clip.metadata)
+                meta.update(prep.metadata)
+                pending.append({"clip_id": clip.clip_id, "path": clip.path, "caption": clip.caption,
+                                "metadata": meta, "vector": vec})
+                for stage, s in prep.timings.items():
+                    report.stage_seconds[stage] = report.stage_seconds.get(stage, 0.0) + s
+                if len(pending) >= batch:
+                    t0 = time.perf_counter()
+                    flush()
+                    report.stage_seconds["store"] = report.stage_seconds.get("store", 0.0) + time.perf_counter() - t0
+            if progress:
+                progress(i + 1, len(todo), clip.clip_id)
+        t0 = time.perf_counter()
+        flush()
+        report.stage_seconds["store"] = report.stage_seconds.get("store", 0.0) + time.perf_counter() - t0
+        return report
+
+    # ----- opening and querying -------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, index: str | Path, device: str = "cpu", model: str | Path | None = None) -> "MotiveIndex":
+        """Open an index. ``model`` overrides the model recorded at build time (it must have the same identity)."""
+        from .store import ClipStore
+
+        index_dir = Path(index)
+        if not ClipStore.exists(index_dir):
+            raise IndexNotFoundError(str(index_dir))
+        return cls(index_dir, ClipStore.open(index_dir), device=device,
+                   model=_model_ref(model) if model is not None else None)
+
+    def _ensure_index(self):
+        from .index import open_index
+
+        if self._index is None or self._index.store_version != self.store.version:
+            self._index = open_index(self.store, self.path)
+        return self._index
+
+    def _ensure_engine(self):
+        if self._engine is not None:
+            return self._engine
+        from .backbones import load_backbone
+        from .gradients import GradientEngine
+        from .store import check_fingerprint
+
+        if not self.model_ref:
+            raise MotiveIndexError(f"index {str(self.path)!r} records no model; pass model=... (--model)")
+        fp = self.store.fingerprint
+        backbone = load_backbone(self.model_ref, device=self.device)
+        engine = GradientEngine(backbone, MaskConfig.from_dict(fp["mask"]), EstimatorConfig.from_dict(fp["estimator"]),
+                                ProjectionConfig.from_dict(fp["projection"]))
+        check_fingerprint(fp, engine.fingerprint())  # e.g. the model directory changed since the build
+        self._engine = engine
+        return engine
+
+    def embed(self, video: str | Path, prompt: str = "", start_sec=None, end_sec=None):
+        """The query vector of a video under this index's fingerprint: (vector, PreparedClip)."""
+        return self._ensure_engine().embed(str(video), prompt, start_sec, end_sec, name=str(video))
+
+    def search(self, vector: np.ndarray, k: int = 10, negative: bool = False) -> list[Hit]:
+        from .attribution import rank
+
+        return rank(self._ensure_index(), self.store, vector, k=k, negative=negative)
+
+    def query(self, video: str | Path, prompt: str = "", k: int = 10, negative: bool = False,
+              start_sec: float | None = None, end_sec: float | None = None) -> QueryResult:
+        """The training clips that most influenced (``negative``: most opposed) the motion of ``video``."""
+        t0 = time.perf_counter()
+        self._ensure_engine()
+        t1 = time.perf_counter()
+        vec, prep = self.embed(video, prompt, start_sec, end_sec)
+        t2 = time.perf_counter()
+        hits = self.search(vec, k=k, negative=negative)
+        t3 = time.perf_counter()
+        timings = {"load_model": t1 - t0, **prep.timings, "search": t3 - t2, "total": t3 - t0}
+        query = {"video": str(video), "prompt": prompt, "k": k, "negative": negative,
+                 "static": prep.metadata.get("static", False)}
+        return QueryResult(hits=hits, timings=timings, query=query)
+
+    def info(self) -> dict[str, Any]:
+        fp = self.store.fingerprint
+        return {"index": str(self.path), "size": len(self.store), "store_version": self.store.version,
+                "dim": self.store.dim, "model": self.model_ref, "failed": len(self.store.failures()),
+                "fingerprint": fp}

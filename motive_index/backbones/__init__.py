@@ -1,0 +1,48 @@
+"""Video diffusion backbones: the only place that imports diffusers/transformers.
+
+``load_backbone('tiny')`` builds the tiny random Wan preset in code; ``load_backbone(DIR)`` loads a
+diffusers-format model directory (what ``save_pretrained`` writes, and what a real Wan2.1 checkout holds).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import ModelLoadError
+from .base import Backbone
+
+__all__ = ["Backbone", "load_backbone", "build_tiny"]
+
+_FAMILIES = {"WanTransformer3DModel": "wan"}
+
+
+def build_tiny(seed: int = 0, **overrides) -> Backbone:
+    from .wan import WanBackbone
+
+    return WanBackbone.tiny(seed=seed, **overrides)
+
+
+def load_backbone(model: str | Path, device: str = "cpu") -> Backbone:
+    """``'tiny'`` or a local diffusers-format model directory. Never downloads."""
+    if str(model) == "tiny":
+        return build_tiny().to(device)
+    root = Path(model).expanduser()
+    if not root.is_dir():
+        raise ModelLoadError(f"model {str(model)!r}: not a directory (and not the preset 'tiny'); pass a local "
+                             f"diffusers-format model directory, e.g. one written by `motive-index finetune`")
+    cfg_path = root / "transformer" / "config.json"
+    if not cfg_path.is_file():
+        raise ModelLoadError(f"model {str(root)!r}: no transformer/config.json; expected a diffusers-format "
+                             f"directory with transformer/, vae/, text_encoder/, tokenizer/, scheduler/")
+    try:
+        cls_name = json.loads(cfg_path.read_text()).get("_class_name", "")
+    except json.JSONDecodeError as e:
+        raise ModelLoadError(f"model {str(root)!r}: transformer/config.json is not valid JSON ({e})") from e
+    family = _FAMILIES.get(cls_name)
+    if family is None:
+        raise ModelLoadError(f"model {str(root)!r}: transformer class {cls_name!r} is not supported; "
+                             f"supported: {sorted(_FAMILIES)}")
+    from .wan import WanBackbone
+
+    return WanBackbone.from_pretrained(root, device=device)

@@ -1,0 +1,283 @@
+"""The Wan family (Wan2.1 T2V) through diffusers: WanTransformer3DModel, AutoencoderKLWan, a UMT5 text encoder.
+
+Loads a diffusers-format directory (transformer/, vae/, text_encoder/, tokenizer/, scheduler/, model_index.json;
+what Wan2.1-T2V-*-Diffusers ships and what :meth:`WanBackbone.save_pretrained` writes) and builds a ``tiny``
+preset in code with random weights: a byte-level tokenizer and a 2-layer UMT5 encoder stand in for the 4.7 B
+UMT5-XXL, so nothing is downloaded. The optional ``motive_index.json`` beside them holds the standard clip shape
+and text length; without it, the paper's shape (81 frames at 16 fps, 480x832, 512 text tokens) is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import VideoSpec
+from ..errors import ModelLoadError
+from .base import Backbone
+
+PAPER_SPEC = VideoSpec(frames=81, fps=16.0, height=480, width=832)
+PAPER_TEXT_LEN = 512
+TINY_SPEC = VideoSpec(frames=17, fps=8.0, height=64, width=64)
+TINY_TEXT_LEN = 64
+MOTIVE_CONFIG = "motive_index.json"
+_COMPONENTS = ("transformer", "vae", "text_encoder")
+
+
+def _byte_tokenizer():
+    """A byte-level tokenizer built in code (256 byte symbols + pad/eos/unk): no vocabulary file to download."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    for ch in sorted(pre_tokenizers.ByteLevel.alphabet()):
+        vocab[ch] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+
+
+def _sha_file(path: Path, h: "hashlib._Hash") -> None:
+    """Feed a file into h: whole if small, else its size plus 24 evenly spaced 1 MiB samples (fast on 5 GB)."""
+    size = path.stat().st_size
+    h.update(f"{path.name}:{size}".encode())
+    with path.open("rb") as f:
+        if size <= 64 * 2**20:
+            for chunk in iter(lambda: f.read(2**20), b""):
+                h.update(chunk)
+            return
+        for i in range(24):
+            f.seek((size - 2**20) * i // 23)
+            h.update(f.read(2**20))
+
+
+def _config_hash(cfg: dict) -> str:
+    clean = {k: v for k, v in cfg.items() if not k.startswith("_") or k == "_class_name"}
+    return hashlib.sha256(json.dumps(clean, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class WanBackbone(Backbone):
+    family = "wan"
+
+    def __init__(self, transformer, vae, text_encoder, tokenizer, scheduler_config: dict,
+                 spec: VideoSpec, text_max_length: int, weights_hash: str | None = None,
+                 source: str = "in-memory"):
+        self.transformer, self.vae, self.text_encoder, self.tokenizer = transformer, vae, text_encoder, tokenizer
+        self.scheduler_config = dict(scheduler_config)
+        pred = self.scheduler_config.get("prediction_type", "flow_prediction")
+        if pred not in ("flow_prediction", None) and "FlowMatch" not in self.scheduler_config.get("_class_name", ""):
+            raise ModelLoadError(f"scheduler prediction_type {pred!r}: Wan models are flow matching "
+                                 f"(expected 'flow_prediction')")
+        self.shift = float(self.scheduler_config.get("flow_shift", self.scheduler_config.get("shift", 1.0)))
+        self.num_train_timesteps = int(self.scheduler_config.get("num_train_timesteps", 1000))
+        vcfg = vae.config
+        # The latent grid, derived from the VAE's architecture (not hard-coded): each temporal downsample halves
+        # time, each stage after the first halves space; the causal first frame is encoded alone.
+        self.temporal_factor = 2 ** sum(bool(x) for x in vcfg.temperal_downsample)
+        self.spatial_factor = 2 ** (len(vcfg.dim_mult) - 1)
+        self.first_frame_alone = True
+        self.z_dim = int(vcfg.z_dim)
+        self.spec = spec
+        self.text_max_length = int(text_max_length)
+        self._check_spec()
+        self._weights_hash = weights_hash
+        self.source = source
+        self._text_cache: dict[str, torch.Tensor] = {}
+        self.device = torch.device("cpu")
+        for m in (self.transformer, self.vae, self.text_encoder):
+            m.eval()
+        self.vae.requires_grad_(False)
+        self.text_encoder.requires_grad_(False)
+        self._latents_mean = torch.tensor(vcfg.latents_mean, dtype=torch.float32).view(-1, 1, 1, 1)
+        self._latents_std = torch.tensor(vcfg.latents_std, dtype=torch.float32).view(-1, 1, 1, 1)
+
+    # ----- construction -------------------------------------------------------------------------------------
+    def _check_spec(self) -> None:
+        s, tf = self.spec, self.temporal_factor
+        p_h, p_w = self.transformer.config.patch_size[1:]
+        if (s.frames - 1) % tf:
+            raise ModelLoadError(f"standard frames={s.frames} does not fit this VAE: need 1 + {tf}*k frames")
+        for name, v, p in (("height", s.height, p_h), ("width", s.width, p_w)):
+            if v % (self.spatial_factor * p):
+                raise ModelLoadError(f"standard {name}={v} must be a multiple of {self.spatial_factor * p} "
+                                     f"(VAE factor {self.spatial_factor} x patch {p})")
+
+    @classmethod
+    def tiny(cls, seed: int = 0, spec: VideoSpec = TINY_SPEC, layers: int = 4, heads: int = 4,
+             head_dim: int = 32) -> "WanBackbone":
+        """A ~1 M-parameter Wan transformer, a 0.2 M-parameter Wan VAE and a tiny UMT5, seeded, random weights."""
+        from diffusers import AutoencoderKLWan, WanTransformer3DModel
+        from transformers import UMT5Config, UMT5EncoderModel
+
+        tokenizer = _byte_tokenizer()
+        g = torch.random.fork_rng()
+        with g:
+            torch.manual_seed(seed)
+            vae = AutoencoderKLWan(base_dim=8, z_dim=4, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
+                                   temperal_downsample=[False, True, True], latents_mean=[0.0] * 4,
+                                   latents_std=[1.0] * 4)
+            text_cfg = UMT5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2,
+                                  num_heads=4, relative_attention_num_buckets=8,
+                                  relative_attention_max_distance=32, pad_token_id=0, eos_token_id=1,
+                                  decoder_start_token_id=0)
+            text_encoder = UMT5EncoderModel(text_cfg)
+            transformer = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=heads,
+                                                attention_head_dim=head_dim, in_channels=4, out_channels=4,
+                                                text_dim=32, freq_dim=64, ffn_dim=2 * heads * head_dim,
+                                                num_layers=layers, rope_max_seq_len=64)
+        scheduler = {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 3.0}
+        backbone = cls(transformer, vae, text_encoder, tokenizer, scheduler, spec, TINY_TEXT_LEN)
+        backbone._calibrate_latents(seed)
+        return backbone
+
+    def _calibrate_latents(self, seed: int) -> None:
+        """Set the tiny VAE's latents_mean/std from a few synthetic clips, as real Wan ships measured ones."""
+        from ..synthetic import MOTIONS, SynthSpec, render_clip
+        from ..video import frames_to_tensor, standardize
+
+        lats = []
+        for i, motion in enumerate(MOTIONS):
+            s = SynthSpec(motion=motion, shape="square", colour="red", texture="striped",
+                          frames=self.spec.frames, fps=self.spec.fps, seed=seed * 1000 + i)
+            frames, _ = render_clip(s)
+            frames = standardize(frames, s.fps, self.spec)
+            lats.append(self.encode_video(frames_to_tensor(frames), normalize=False))
+        z = torch.stack(lats)                                   # (n, C, F', H', W')
+        mean = z.mean(dim=(0, 2, 3, 4))
+        std = z.std(dim=(0, 2, 3, 4)).clamp_min(1e-3)
+        self.vae.register_to_config(latents_mean=mean.tolist(), latents_std=std.tolist())
+        self._latents_mean = mean.view(-1, 1, 1, 1).to(self.device)
+        self._latents_std = std.view(-1, 1, 1, 1).to(self.device)
+
+    @classmethod
+    def from_pretrained(cls, root: str | Path, device: str = "cpu") -> "WanBackbone":
+        from diffusers import AutoencoderKLWan, WanTransformer3DModel
+        from transformers import AutoTokenizer, UMT5EncoderModel
+
+        root = Path(root)
+        loaders = {"transformer": WanTransformer3DModel.from_pretrained, "vae": AutoencoderKLWan.from_pretrained,
+                   "text_encoder": UMT5EncoderModel.from_pretrained, "tokenizer": AutoTokenizer.from_pretrained}
+        parts: dict[str, Any] = {}
+        for name, load in loaders.items():
+            if not (root / name).is_dir():
+                raise ModelLoadError(f"model {str(root)!r}: missing component folder {name}/")
+            try:
+                parts[name] = load(str(root / name), local_files_only=True)
+            except Exception as e:  # diffusers/transformers raise many kinds; name the part that failed
+                raise ModelLoadError(f"model {str(root)!r}: could not load {name}/ ({type(e).__name__}: {e})") from e
+        sched_path = root / "scheduler" / "scheduler_config.json"
+        scheduler = json.loads(sched_path.read_text()) if sched_path.is_file() else {}
+        extra_path = root / MOTIVE_CONFIG
+        extra = json.loads(extra_path.read_text()) if extra_path.is_file() else {}
+        spec = VideoSpec.from_dict(extra["spec"]) if "spec" in extra else PAPER_SPEC
+        text_len = int(extra.get("text_max_length", PAPER_TEXT_LEN))
+        h = hashlib.sha256()
+        for comp in _COMPONENTS:
+            for f in sorted((root / comp).glob("*.safetensors")) + sorted((root / comp).glob("*.bin")):
+                _sha_file(f, h)
+        backbone = cls(parts["transformer"], parts["vae"], parts["text_encoder"], parts["tokenizer"], scheduler,
+                       spec, text_len, weights_hash=h.hexdigest()[:16], source=str(root.resolve()))
+        return backbone.to(device)
+
+    def save_pretrained(self, out_dir: str | Path) -> Path:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self.transformer.save_pretrained(out / "transformer")
+        self.vae.save_pretrained(out / "vae")
+        self.text_encoder.save_pretrained(out / "text_encoder")
+        self.tokenizer.save_pretrained(out / "tokenizer")
+        (out / "scheduler").mkdir(exist_ok=True)
+        (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(self.scheduler_config, indent=2))
+        index = {"_class_name": "WanPipeline", "_diffusers_version": _diffusers_version(),
+                 "transformer": ["diffusers", "WanTransformer3DModel"], "vae": ["diffusers", "AutoencoderKLWan"],
+                 "text_encoder": ["transformers", "UMT5EncoderModel"],
+                 "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
+                 "scheduler": ["diffusers", self.scheduler_config.get("_class_name", "FlowMatchEulerDiscreteScheduler")]}
+        (out / "model_index.json").write_text(json.dumps(index, indent=2))
+        (out / MOTIVE_CONFIG).write_text(json.dumps({"spec": self.spec.to_dict(),
+                                                     "text_max_length": self.text_max_length}, indent=2))
+        return out
+
+    # ----- the interface ------------------------------------------------------------------------------------
+    def to(self, device: str | torch.device) -> "WanBackbone":
+        self.device = torch.device(device)
+        for m in (self.transformer, self.vae, self.text_encoder):
+            m.to(self.device)
+        self._latents_mean = self._latents_mean.to(self.device)
+        self._latents_std = self._latents_std.to(self.device)
+        self._text_cache.clear()
+        return self
+
+    @torch.no_grad()
+    def encode_video(self, frames: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        x = frames.to(self.device, torch.float32).permute(1, 0, 2, 3)[None] * 2 - 1   # (1, 3, T, H, W) in [-1, 1]
+        z = self.vae.encode(x).latent_dist.mode()[0]                                    # (C, F', H', W')
+        if normalize:
+            z = (z - self._latents_mean) / self._latents_std
+        return z
+
+    @torch.no_grad()
+    def encode_text(self, caption: str) -> torch.Tensor:
+        hit = self._text_cache.get(caption)
+        if hit is not None:
+            return hit
+        enc = self.tokenizer([caption], padding="max_length", max_length=self.text_max_length, truncation=True,
+                             add_special_tokens=True, return_attention_mask=True, return_tensors="pt")
+        ids, mask = enc.input_ids.to(self.device), enc.attention_mask.to(self.device)
+        emb = self.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state[0]   # (L, text_dim)
+        emb = emb * mask[0, :, None].to(emb.dtype)   # as WanPipeline: real tokens kept, padding zeroed
+        if len(self._text_cache) > 4096:
+            self._text_cache.clear()
+        self._text_cache[caption] = emb
+        return emb
+
+    def latent_shape(self) -> tuple[int, int, int, int]:
+        s = self.spec
+        return (self.z_dim, 1 + (s.frames - 1) // self.temporal_factor, s.height // self.spatial_factor,
+                s.width // self.spatial_factor)
+
+    def sigma(self, timestep):
+        """Flow-matching sigma for a training timestep index (int or tensor), with the scheduler's shift."""
+        s = timestep / self.num_train_timesteps
+        return self.shift * s / (1 + (self.shift - 1) * s)
+
+    def noisy_input(self, z0, noise, timestep):
+        """z0, noise: (B, C, F', H', W'); timestep: an int or a (B,) tensor of training timestep indices."""
+        t = torch.as_tensor(timestep, dtype=torch.float32, device=z0.device).reshape(-1)
+        sigma = self.sigma(t).expand(z0.shape[0])                 # (B,)
+        s = sigma.view(-1, 1, 1, 1, 1)
+        z_t = (1.0 - s) * z0 + s * noise                          # (B, C, F', H', W')
+        target = noise - z0                                       # flow-matching velocity
+        return z_t, sigma * self.num_train_timesteps, target
+
+    def predict(self, z_t, model_t, text):
+        """z_t: (B, C, F', H', W'), model_t: (B,), text: (B, L, D) -> (B, C, F', H', W')."""
+        return self.transformer(z_t, model_t, text, return_dict=False)[0]
+
+    def invalidate_identity(self) -> None:
+        """Forget the cached weights hash (after training changed the weights)."""
+        self._weights_hash = None
+
+    def identity(self) -> dict[str, Any]:
+        if self._weights_hash is None:
+            h = hashlib.sha256()
+            for comp in _COMPONENTS:
+                for name, t in sorted(getattr(self, comp).state_dict().items()):
+                    h.update(name.encode())
+                    h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+            self._weights_hash = h.hexdigest()[:16]
+        return {"family": self.family, "transformer_config": _config_hash(dict(self.transformer.config)),
+                "weights": self._weights_hash,
+                "num_params": sum(p.numel() for p in self.transformer.parameters())}
+
+
+def _diffusers_version() -> str:
+    import diffusers
+
+    return diffusers.__version__

@@ -1,0 +1,201 @@
+"""The `motive-index` command line: thin wrappers over :mod:`motive_index.api` (the only module importing click).
+
+Exit codes: 0 ok; 1 unexpected error; 2 bad usage, manifest, model or index; 3 bad video; 4 bad gradient;
+5 a build where some clips failed (the rest are stored).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import MotiveIndexError
+
+EXIT_PARTIAL = 5
+
+
+@contextmanager
+def _bar(desc: str, quiet: bool = False):
+    """A tqdm progress bar on stderr as a progress(i, n, label) callback."""
+    from tqdm import tqdm
+
+    state: dict = {}
+
+    def progress(i: int, n: int, label: str = "") -> None:
+        bar = state.get("bar")
+        if bar is None:
+            bar = state["bar"] = tqdm(total=n, desc=desc, unit="clip", file=sys.stderr, disable=quiet,
+                                      dynamic_ncols=True, leave=False)
+        bar.total = n
+        bar.n = i
+        if label:
+            bar.set_postfix_str(label, refresh=False)
+        bar.refresh()
+
+    try:
+        yield progress
+    finally:
+        if "bar" in state:
+            state["bar"].close()
+
+
+def _emit(obj, as_json: bool, text: str) -> None:
+    click.echo(json.dumps(obj, indent=2, default=str) if as_json else text)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except MotiveIndexError as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(e.exit_code)
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="motive-index")
+@click.option("-v", "--verbose", is_flag=True, help="Log what happens (index loads and rebuilds, failures).")
+def main(verbose: bool) -> None:
+    """Which training clips most influenced the motion of a generated video."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--clips", "n_clips", default=48, show_default=True, type=click.IntRange(1), help="Number of clips.")
+@click.option("--seed", default=0, show_default=True, help="Random seed (same seed, same clips).")
+@click.option("--prefix", default="clip", show_default=True, help="File and clip_id prefix.")
+@click.option("--min-frames", default=17, show_default=True, type=click.IntRange(2))
+@click.option("--max-frames", default=40, show_default=True, type=click.IntRange(2))
+@click.option("--quiet", is_flag=True)
+def synth(out_dir: Path, n_clips: int, seed: int, prefix: str, min_frames: int, max_frames: int, quiet: bool):
+    """Write procedural clips with known motion and appearance, and OUT_DIR/manifest.csv."""
+    from .synthetic import generate_dataset
+
+    if max_frames < min_frames:
+        raise click.BadParameter(f"--max-frames {max_frames} < --min-frames {min_frames}")
+    with _bar("synth", quiet) as bar:
+        manifest = generate_dataset(out_dir, n_clips, seed, frames_range=(min_frames, max_frames), prefix=prefix,
+                                    progress=lambda i, n: bar(i, n))
+    click.echo(f"wrote {n_clips} clips and {manifest}")
+
+
+@main.command()
+@click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--model", default="tiny", show_default=True, help="'tiny' or a local diffusers model directory.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Where to save the fine-tuned model.")
+@click.option("--steps", default=300, show_default=True, type=click.IntRange(1))
+@click.option("--lr", default=1e-3, show_default=True, type=float)
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1))
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--quiet", is_flag=True)
+def finetune(manifest, model, out_dir, steps, lr, batch_size, seed, device, quiet):
+    """Fine-tune MODEL's transformer on MANIFEST's clips and save it to --out."""
+    from .backbones import load_backbone
+    from .finetune import finetune as run
+    from .manifest import read_manifest
+
+    clips = read_manifest(manifest)
+    backbone = load_backbone(model, device=device)
+    with _bar("finetune", quiet) as bar:
+        report = run(backbone, clips, steps=steps, lr=lr, batch_size=batch_size, seed=seed, progress=bar)
+    backbone.save_pretrained(out_dir)
+    for cid, why in report.clips_failed.items():
+        click.echo(f"skipped {cid}: {why}", err=True)
+    click.echo(f"fine-tuned {report.steps} steps on {report.clips_used} clips in {report.seconds:.1f}s "
+               f"(loss {report.first_loss:.4f} -> {report.last_loss:.4f}); saved to {out_dir}")
+
+
+@main.command()
+@click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--model", required=True, help="'tiny' or a local diffusers model directory.")
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--mask", type=click.Choice(["flow", "none"]), default="flow", show_default=True,
+              help="flow: the motion-weighted loss; none: the ordinary loss (baseline).")
+@click.option("--dim", default=512, show_default=True, type=click.IntRange(1), help="Projected dimensions.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--quiet", is_flag=True)
+def build(manifest, model, index_dir, mask, dim, device, as_json, quiet):
+    """Embed MANIFEST's clips into the index at --index (resumes; skips clips already stored)."""
+    from .api import MotiveIndex
+
+    with _bar("build", quiet) as bar:
+        _, report = MotiveIndex.build(manifest, model, index_dir, mask=mask, dim=dim, device=device, progress=bar)
+    stages = ", ".join(f"{k} {v:.2f}s" for k, v in report.stage_seconds.items())
+    text = (f"added {report.added}, already stored {report.skipped}, failed {len(report.failed)}; "
+            f"index size {report.size}; {report.seconds:.1f}s ({stages})")
+    for cid, why in report.failed.items():
+        text += f"\nfailed {cid}: {why}"
+    _emit(report.to_dict(), as_json, text)
+    if report.failed:
+        sys.exit(EXIT_PARTIAL)
+
+
+@main.command()
+@click.argument("video", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--prompt", default="", help="The prompt the video was generated from.")
+@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1))
+@click.option("--negative", is_flag=True, help="Return the most opposed clips (most negative scores).")
+@click.option("--model", default=None, help="Override the model recorded in the index (same identity).")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def query(video, index_dir, prompt, k, negative, model, device, as_json):
+    """The training clips that most influenced the motion of VIDEO."""
+    from .api import MotiveIndex
+
+    result = MotiveIndex.open(index_dir, device=device, model=model).query(video, prompt=prompt, k=k,
+                                                                          negative=negative)
+    lines = [f"{'rank':>4}  {'score':>7}  clip_id / caption"]
+    for h in result.hits:
+        lines.append(f"{h.rank:>4}  {h.score:>7.4f}  {h.clip_id}  {h.caption}")
+    lines.append("time: " + ", ".join(f"{k} {v * 1000:.0f}ms" for k, v in result.timings.items()))
+    _emit(result.to_dict(), as_json, "\n".join(lines))
+
+
+@main.command()
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+def info(index_dir, as_json):
+    """Size, fingerprint, model and store version of an index."""
+    from .api import MotiveIndex
+
+    d = MotiveIndex.open(index_dir).info()
+    fp = d["fingerprint"]
+    text = (f"index {d['index']}\n  clips {d['size']} (failed {d['failed']}), store version {d['store_version']}\n"
+            f"  model {d['model']} ({fp['model']['family']}, weights {fp['model']['weights']}, "
+            f"{fp['model']['num_params']:,} params)\n"
+            f"  video {fp['video']}\n  mask {fp['mask']}\n  estimator {fp['estimator']}\n"
+            f"  projection {fp['projection']}")
+    _emit(d, as_json, text)
+
+
+@main.command()
+@click.option("--workdir", default="motive-demo", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--clips", "n_clips", default=48, show_default=True, type=click.IntRange(6))
+@click.option("--queries", "n_queries", default=12, show_default=True, type=click.IntRange(1))
+@click.option("--steps", default=300, show_default=True, type=click.IntRange(1))
+@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1))
+@click.option("--seed", default=0, show_default=True)
+@click.option("--quiet", is_flag=True)
+def demo(workdir, n_clips, n_queries, steps, k, seed, quiet):
+    """synth -> finetune -> build (with and without the mask) -> query held-out clips."""
+    from .demo import run_demo
+
+    run_demo(workdir, n_clips=n_clips, n_queries=n_queries, steps=steps, k=k, seed=seed, quiet=quiet,
+             echo=click.echo, bar=_bar)
+
+
+if __name__ == "__main__":
+    main()

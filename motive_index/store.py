@@ -1,0 +1,541 @@
+"""LanceDB store: the source of truth for clip vectors, clip metadata and the index's fingerprint.
+
+Layout of an index directory ``INDEX_DIR``::
+
+    INDEX_DIR/
+      lancedb/              a plain LanceDB database
+        clips.lance         clip_id, path, caption, metadata (JSON text), vector (float32[dim]), added_at
+        failures.lance      clip_id, path, reason, at            (append-only log of failed clips)
+      fingerprint.json      human-readable copy of the fingerprint (the table's copy is authoritative)
+      faiss.index, faiss.json   the derived FAISS index (see ``index.py``)
+
+The fingerprint lives in the Arrow schema metadata of the ``clips`` table under the key
+``motive_index.fingerprint`` (JSON text). LanceDB keeps schema metadata across appends, merges, deletes and
+compaction, so the fingerprint travels with the vectors it describes and anyone who opens the table (pandas,
+DuckDB, lancedb itself) sees it with ``table.schema.metadata``.
+
+Reads see the newest committed data: every read first moves the table handle to the latest version, and
+each read is served from one table version (LanceDB snapshot semantics), so another process may append while
+this one reads. Writes are one LanceDB commit per call. This module never imports torch or any model code.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pyarrow as pa
+
+from .errors import FingerprintMismatchError, IndexNotFoundError, MotiveIndexError
+
+DB_DIRNAME = "lancedb"
+CLIPS_TABLE = "clips"
+FAILURES_TABLE = "failures"
+FINGERPRINT_FILE = "fingerprint.json"
+FINGERPRINT_KEY = b"motive_index.fingerprint"
+FORMAT_KEY = b"motive_index.format"
+FORMAT_VERSION = b"1"
+
+# Ids per ``clip_id IN (...)`` filter: keeps each SQL expression small; LanceDB answers each in milliseconds.
+_IN_CHUNK = 1000
+
+
+def _lancedb():
+    try:
+        import lancedb
+    except ImportError as e:  # pragma: no cover - lancedb is a hard dependency
+        raise ImportError("motive-index needs LanceDB for its store: pip install lancedb") from e
+    return lancedb
+
+
+# --------------------------------------------------------------------------------------------------------------
+# fingerprint
+
+
+class _Missing:
+    """Stands for a key absent on one side of a fingerprint comparison."""
+
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+MISSING = _Missing()
+
+
+def normalize_fingerprint(fingerprint: dict) -> dict:
+    """The fingerprint as it reads back from JSON (tuples become lists, keys become strings).
+
+    Comparing normalized forms means a fingerprint given with tuples equals the one stored as lists.
+    """
+    if not isinstance(fingerprint, dict):
+        raise TypeError(f"fingerprint={fingerprint!r} is invalid: a dict (JSON-able, may be nested)")
+    try:
+        return json.loads(json.dumps(fingerprint, sort_keys=True, allow_nan=False))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"fingerprint is not JSON-able ({e}); use plain dicts, lists, str, numbers, bool, "
+                         f"None (config objects: .to_dict())") from e
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else str(key)
+
+
+def _first_difference(stored: Any, given: Any, path: str) -> tuple[str, Any, Any] | None:
+    if isinstance(stored, dict) and isinstance(given, dict):
+        keys = list(stored) + [k for k in given if k not in stored]
+        for k in keys:
+            sub = _join(path, k)
+            if k not in stored:
+                return sub, MISSING, given[k]
+            if k not in given:
+                return sub, stored[k], MISSING
+            diff = _first_difference(stored[k], given[k], sub)
+            if diff is not None:
+                return diff
+        return None
+    if isinstance(stored, list) and isinstance(given, list) and len(stored) == len(given):
+        for i, (s, g) in enumerate(zip(stored, given)):
+            diff = _first_difference(s, g, f"{path}[{i}]")
+            if diff is not None:
+                return diff
+        return None
+    # bool is an int in Python; True must not equal 1 here.
+    if isinstance(stored, bool) != isinstance(given, bool) or stored != given:
+        return path or "<root>", stored, given
+    return None
+
+
+def check_fingerprint(stored: dict, given: dict) -> None:
+    """Raise :class:`FingerprintMismatchError` naming the first field (dotted path) where the two differ.
+
+    Both are compared in their JSON form. A key present on only one side counts as differing (the missing
+    side is reported as ``<missing>``). Field order: the stored fingerprint's keys first, then new keys.
+    """
+    diff = _first_difference(normalize_fingerprint(stored), normalize_fingerprint(given), "")
+    if diff is not None:
+        raise FingerprintMismatchError(*diff)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _sql_str(s: str) -> str:
+    """A SQL string literal (DataFusion): single quotes doubled; backslashes are not escapes."""
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _in_filter(column: str, values: list[str]) -> str:
+    return f"{column} IN ({', '.join(_sql_str(v) for v in values)})"
+
+
+def _chunks(xs: list, n: int) -> Iterable[list]:
+    for i in range(0, len(xs), n):
+        yield xs[i:i + n]
+
+
+def _json_safe(x: Any) -> Any:
+    """Metadata to plain JSON: numpy scalars/arrays to Python, non-finite floats to None, dates to ISO text."""
+    if isinstance(x, dict):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _json_safe(x.tolist())
+    if isinstance(x, np.generic):
+        return _json_safe(x.item())
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, (_dt.datetime, _dt.date)):
+        return x.isoformat()
+    return x
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file in the same folder and ``os.replace``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _now() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+_TS = pa.timestamp("us", tz="UTC")
+
+
+def clips_schema(dim: int, fingerprint: dict | None = None) -> pa.Schema:
+    """Arrow schema of the ``clips`` table (fingerprint, if given, in the schema metadata)."""
+    meta = None
+    if fingerprint is not None:
+        meta = {FINGERPRINT_KEY: json.dumps(fingerprint, sort_keys=True).encode(), FORMAT_KEY: FORMAT_VERSION}
+    return pa.schema([
+        pa.field("clip_id", pa.string(), nullable=False),
+        pa.field("path", pa.string()),
+        pa.field("caption", pa.string()),
+        pa.field("metadata", pa.string()),  # JSON text: keeps the table plain for pandas / DuckDB
+        pa.field("vector", pa.list_(pa.float32(), dim)),
+        pa.field("added_at", _TS),
+    ], metadata=meta)
+
+
+FAILURES_SCHEMA = pa.schema([
+    pa.field("clip_id", pa.string(), nullable=False),
+    pa.field("path", pa.string()),
+    pa.field("reason", pa.string()),
+    pa.field("at", _TS),
+])
+
+
+def _db_dir(index_dir: str | os.PathLike) -> Path:
+    return Path(index_dir) / DB_DIRNAME
+
+
+def _table_names(db) -> list[str]:
+    names: list[str] = []
+    token = None
+    while True:
+        resp = db.list_tables(page_token=token)
+        names.extend(resp.tables)
+        token = getattr(resp, "page_token", None)
+        if not token:
+            return names
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the store
+
+
+class ClipStore:
+    """Clip vectors, metadata and the fingerprint in a LanceDB database under ``index_dir``.
+
+    Use :meth:`create` (or continue) and :meth:`open`; the constructor is internal.
+    """
+
+    def __init__(self, index_dir: Path, db, clips):
+        self._path = Path(index_dir)
+        self._db = db
+        self._clips = clips
+        self._failures = None
+        self._lock = threading.RLock()
+        meta = clips.schema.metadata or {}
+        if FINGERPRINT_KEY not in meta:
+            raise MotiveIndexError(
+                f"{str(self._db_dir)!r}: table {CLIPS_TABLE!r} has no motive-index fingerprint in its schema "
+                f"metadata; it was not made by motive-index. Use another --index folder.")
+        self._fingerprint = json.loads(meta[FINGERPRINT_KEY].decode())
+        vtype = clips.schema.field("vector").type
+        self._dim = int(vtype.list_size)
+
+    # ---- construction ---------------------------------------------------------------------------------------
+
+    @staticmethod
+    def exists(index_dir: str | os.PathLike) -> bool:
+        """Whether ``index_dir`` holds a store (never creates anything)."""
+        db_dir = _db_dir(index_dir)
+        if not db_dir.is_dir():  # lancedb.connect would create the folder: look first
+            return False
+        return CLIPS_TABLE in _table_names(_lancedb().connect(str(db_dir)))
+
+    @classmethod
+    def open(cls, index_dir: str | os.PathLike) -> "ClipStore":
+        """Open an existing store at its newest version; :class:`IndexNotFoundError` if there is none."""
+        index_dir = Path(index_dir)
+        if not cls.exists(index_dir):
+            raise IndexNotFoundError(str(index_dir))
+        db = _lancedb().connect(str(_db_dir(index_dir)))
+        try:
+            clips = db.open_table(CLIPS_TABLE)
+        except ValueError as e:  # removed between exists() and here
+            raise IndexNotFoundError(str(index_dir)) from e
+        return cls(index_dir, db, clips)
+
+    @classmethod
+    def create(cls, index_dir: str | os.PathLike, fingerprint: dict, dim: int) -> "ClipStore":
+        """Create a store, or continue the one already there if its fingerprint and ``dim`` equal these.
+
+        Raises :class:`FingerprintMismatchError` naming the first differing field otherwise.
+        """
+        if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim < 1:
+            raise ValueError(f"dim={dim!r} is invalid: a positive int (the projection's output size)")
+        dim = int(dim)
+        fingerprint = normalize_fingerprint(fingerprint)
+        index_dir = Path(index_dir)
+        if cls.exists(index_dir):
+            store = cls.open(index_dir)
+        else:
+            index_dir.mkdir(parents=True, exist_ok=True)
+            db = _lancedb().connect(str(_db_dir(index_dir)))
+            try:
+                clips = db.create_table(CLIPS_TABLE, schema=clips_schema(dim, fingerprint))
+            except ValueError as e:
+                if "already exists" not in str(e):
+                    raise
+                clips = db.open_table(CLIPS_TABLE)  # another process created it first: check theirs
+            store = cls(index_dir, db, clips)
+        check_fingerprint(store._fingerprint, fingerprint)
+        if store._dim != dim:
+            raise FingerprintMismatchError("dim", store._dim, dim)
+        store._ensure_failures_table()
+        fp_file = index_dir / FINGERPRINT_FILE
+        text = json.dumps(store._fingerprint, indent=2, sort_keys=True) + "\n"
+        if not fp_file.exists() or fp_file.read_text(encoding="utf-8") != text:
+            _atomic_write_text(fp_file, text)
+        return store
+
+    # ---- properties -----------------------------------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        """The index directory."""
+        return self._path
+
+    @property
+    def _db_dir(self) -> Path:
+        return _db_dir(self._path)
+
+    @property
+    def fingerprint(self) -> dict:
+        """The stored fingerprint (a copy)."""
+        return json.loads(json.dumps(self._fingerprint))
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def version(self) -> int:
+        """The newest LanceDB version of the ``clips`` table (grows with every write to it)."""
+        with self._lock:
+            self._refresh()
+            return int(self._clips.version)
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._refresh()
+            return int(self._clips.count_rows())
+
+    def __repr__(self) -> str:
+        return f"ClipStore({str(self._path)!r}, dim={self._dim})"
+
+    # ---- internals ------------------------------------------------------------------------------------------
+
+    def _refresh(self) -> None:
+        """Move the table handle to the newest committed version (another process may have written)."""
+        self._clips.checkout_latest()
+
+    def _ensure_failures_table(self):
+        if self._failures is None:
+            try:
+                self._failures = self._db.open_table(FAILURES_TABLE)
+            except ValueError:
+                try:
+                    self._failures = self._db.create_table(FAILURES_TABLE, schema=FAILURES_SCHEMA)
+                except ValueError as e:
+                    if "already exists" not in str(e):
+                        raise
+                    self._failures = self._db.open_table(FAILURES_TABLE)
+        else:
+            self._failures.checkout_latest()
+        return self._failures
+
+    def _scan(self, columns: list[str], where: str | None = None) -> pa.Table:
+        """Read ``columns`` of the rows matching ``where`` from the current handle version (no limit)."""
+        q = self._clips.search()
+        if where is not None:
+            q = q.where(where)
+        # search() without a query is a plain scan, but it has a default limit of 10: lift it.
+        return q.select(columns).limit(None).to_arrow()
+
+    # ---- writes ---------------------------------------------------------------------------------------------
+
+    def _validate(self, rec: dict) -> tuple[str, str, str, str, np.ndarray]:
+        if not isinstance(rec, dict):
+            raise ValueError(f"record={rec!r} is invalid: a dict with clip_id, path, caption, metadata, vector")
+        clip_id = rec.get("clip_id")
+        if not isinstance(clip_id, str) or not clip_id:
+            raise ValueError(f"clip_id={clip_id!r} is invalid: a non-empty string")
+        path = rec.get("path", "")
+        caption = rec.get("caption", "")
+        if path is None:
+            path = ""
+        if caption is None:
+            caption = ""
+        if not isinstance(path, (str, os.PathLike)) or not isinstance(caption, str):
+            raise ValueError(f"clip {clip_id!r}: path and caption must be strings, got path={path!r}, "
+                             f"caption={caption!r}")
+        metadata = rec.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise ValueError(f"clip {clip_id!r}: metadata={metadata!r} is invalid: a dict")
+        try:
+            meta_text = json.dumps(_json_safe(metadata), sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"clip {clip_id!r}: metadata is not JSON-able ({e})") from e
+        if "vector" not in rec:
+            raise ValueError(f"clip {clip_id!r}: no vector")
+        try:
+            vec = np.asarray(rec["vector"], dtype=np.float32)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"clip {clip_id!r}: vector is not numeric ({e})") from e
+        if vec.shape != (self._dim,):
+            raise ValueError(f"clip {clip_id!r}: vector shape {vec.shape} does not match the store's "
+                             f"({self._dim},)")
+        if not np.isfinite(vec).all():
+            raise ValueError(f"clip {clip_id!r}: vector has NaN or inf values")
+        return clip_id, os.fspath(path), caption, meta_text, vec
+
+    def add(self, records: list[dict]) -> int:
+        """Store new clips in one LanceDB write; return how many were actually added.
+
+        Each record: ``clip_id``, ``path``, ``caption``, ``metadata`` (dict), ``vector`` (float32, shape
+        ``(dim,)``). Every record is validated first (``ValueError`` naming the clip; nothing is written then).
+        Clip ids already stored, or repeated within ``records``, are skipped (the first occurrence wins), so
+        re-adding is harmless. No write (and no new version) happens when nothing is new.
+        """
+        rows = [self._validate(r) for r in records]
+        seen: set[str] = set()
+        unique = []
+        for row in rows:
+            if row[0] not in seen:
+                seen.add(row[0])
+                unique.append(row)
+        if not unique:
+            return 0
+        with self._lock:
+            self._refresh()  # merge_insert matches against the handle's version: it must be the newest
+            stored = self.has([r[0] for r in unique])
+            new = [r for r in unique if r[0] not in stored]
+            if not new:
+                return 0
+            n = len(new)
+            vectors = np.stack([r[4] for r in new]).astype(np.float32, copy=False)  # (n, dim)
+            now = _now()
+            table = pa.table({
+                "clip_id": pa.array([r[0] for r in new], pa.string()),
+                "path": pa.array([r[1] for r in new], pa.string()),
+                "caption": pa.array([r[2] for r in new], pa.string()),
+                "metadata": pa.array([r[3] for r in new], pa.string()),
+                "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), self._dim),
+                "added_at": pa.array([now] * n, _TS),
+            }, schema=clips_schema(self._dim))
+            # insert-if-absent: a clip another writer stored since has() is not written twice
+            result = (self._clips.merge_insert("clip_id").when_not_matched_insert_all().execute(table))
+            inserted = getattr(result, "num_inserted_rows", None)
+            return int(inserted) if inserted is not None else n
+
+    def record_failure(self, clip_id: str, path: str, reason: str) -> None:
+        """Log that ``clip_id`` failed (append-only; the latest reason per clip wins in :meth:`failures`)."""
+        if not isinstance(clip_id, str) or not clip_id:
+            raise ValueError(f"clip_id={clip_id!r} is invalid: a non-empty string")
+        with self._lock:
+            table = self._ensure_failures_table()
+            table.add(pa.table({
+                "clip_id": pa.array([clip_id], pa.string()),
+                "path": pa.array([os.fspath(path) if path is not None else ""], pa.string()),
+                "reason": pa.array([str(reason)], pa.string()),
+                "at": pa.array([_now()], _TS),
+            }, schema=FAILURES_SCHEMA))
+
+    # ---- reads ----------------------------------------------------------------------------------------------
+
+    def has(self, clip_ids: Iterable[str]) -> set[str]:
+        """Which of ``clip_ids`` are stored."""
+        wanted = list(dict.fromkeys(clip_ids))
+        if not wanted:
+            return set()
+        found: set[str] = set()
+        with self._lock:
+            self._refresh()
+            for chunk in _chunks(wanted, _IN_CHUNK):
+                t = self._scan(["clip_id"], _in_filter("clip_id", chunk))
+                found.update(t.column("clip_id").to_pylist())
+        return found
+
+    def ids(self) -> list[str]:
+        """Every stored clip id, in storage order."""
+        with self._lock:
+            self._refresh()
+            return self._scan(["clip_id"]).column("clip_id").to_pylist()
+
+    def snapshot(self) -> tuple[int, list[str], np.ndarray]:
+        """``(version, ids, vectors)`` read from one table version: vectors is ``(N, dim)`` float32.
+
+        The FAISS index records ``version`` so it is never ahead of the store.
+        """
+        with self._lock:
+            self._refresh()
+            version = int(self._clips.version)
+            t = self._scan(["clip_id", "vector"])
+        ids = t.column("clip_id").to_pylist()
+        col = t.column("vector").combine_chunks()  # FixedSizeListArray (N, dim)
+        if len(ids) == 0:
+            return version, [], np.zeros((0, self._dim), np.float32)
+        flat = col.flatten().to_numpy(zero_copy_only=False)  # (N * dim,)
+        vectors = np.ascontiguousarray(flat.reshape(len(ids), self._dim), dtype=np.float32)
+        if len(set(ids)) != len(ids):
+            # only possible if two writers raced on the same clip: keep the first copy
+            first: dict[str, int] = {}
+            for i, c in enumerate(ids):
+                first.setdefault(c, i)
+            keep = np.array(sorted(first.values()), dtype=np.int64)
+            ids = [ids[i] for i in keep]
+            vectors = np.ascontiguousarray(vectors[keep])
+        return version, ids, vectors
+
+    def vectors(self) -> tuple[list[str], np.ndarray]:
+        """All ids and their ``(N, dim)`` float32 vectors, row ``i`` belonging to ``ids[i]``."""
+        _, ids, vectors = self.snapshot()
+        return ids, vectors
+
+    def rows(self, clip_ids: list[str]) -> dict[str, dict]:
+        """``clip_id -> {clip_id, path, caption, metadata}`` (metadata parsed; no vectors) for stored ids.
+
+        Ids that are not stored are left out.
+        """
+        wanted = list(dict.fromkeys(clip_ids))
+        out: dict[str, dict] = {}
+        if not wanted:
+            return out
+        with self._lock:
+            self._refresh()
+            tables = [self._scan(["clip_id", "path", "caption", "metadata"], _in_filter("clip_id", chunk))
+                      for chunk in _chunks(wanted, _IN_CHUNK)]
+        for t in tables:
+            for cid, path, caption, meta in zip(*(t.column(c).to_pylist()
+                                                 for c in ("clip_id", "path", "caption", "metadata"))):
+                if cid in out:
+                    continue
+                out[cid] = {"clip_id": cid, "path": path or "", "caption": caption or "",
+                            "metadata": json.loads(meta) if meta else {}}
+        return out
+
+    def failures(self) -> list[dict]:
+        """Clips whose latest attempt failed and that are not stored: ``[{clip_id, path, reason, at}]``."""
+        with self._lock:
+            table = self._ensure_failures_table()
+            t = table.search().select(["clip_id", "path", "reason", "at"]).limit(None).to_arrow()
+            latest: dict[str, dict] = {}
+            for row in t.to_pylist():  # small: one row per failed attempt
+                prev = latest.get(row["clip_id"])
+                if prev is None or (row["at"] is not None and prev["at"] is not None and row["at"] >= prev["at"]):
+                    latest[row["clip_id"]] = row
+            stored = self.has(list(latest))
+        return sorted((r for c, r in latest.items() if c not in stored), key=lambda r: (r["at"], r["clip_id"]))
