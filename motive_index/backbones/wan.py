@@ -43,6 +43,15 @@ def _byte_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
 
 
+def _quiet_hf() -> None:
+    """No per-shard progress bars from diffusers/transformers: our own bars report the work."""
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    dlog.disable_progress_bar()
+    tlog.disable_progress_bar()
+
+
 def _sha_file(path: Path, h: "hashlib._Hash") -> None:
     """Feed a file into h: whole if small, else its size plus 24 evenly spaced 1 MiB samples (fast on 5 GB)."""
     size = path.stat().st_size
@@ -160,6 +169,7 @@ class WanBackbone(Backbone):
         from diffusers import AutoencoderKLWan, WanTransformer3DModel
         from transformers import AutoTokenizer, UMT5EncoderModel
 
+        _quiet_hf()
         root = Path(root)
         loaders = {"transformer": WanTransformer3DModel.from_pretrained, "vae": AutoencoderKLWan.from_pretrained,
                    "text_encoder": UMT5EncoderModel.from_pretrained, "tokenizer": AutoTokenizer.from_pretrained}
@@ -186,6 +196,7 @@ class WanBackbone(Backbone):
         return backbone.to(device)
 
     def save_pretrained(self, out_dir: str | Path) -> Path:
+        _quiet_hf()
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         self.transformer.save_pretrained(out / "transformer")

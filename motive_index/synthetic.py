@@ -1,0 +1,271 @@
+"""Procedural clips with a known motion class and a known appearance, for the demo, tests and benchmarks.
+
+A coloured, textured shape over a static low-contrast gray noise background. The motion class decides how the
+shape (or, for ``pan``, the camera) moves; the caption names only the appearance, never the motion, so
+anything that recovers the motion class from attribution got it from the pixels' motion, not the text.
+Deterministic given the seed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+
+__all__ = ["MOTIONS", "SHAPES", "COLOURS", "TEXTURES", "SynthSpec", "render_clip", "caption_for",
+           "generate_dataset"]
+
+MOTIONS = ("translate", "rotate", "scale", "oscillate", "bounce", "pan")
+SHAPES = ("circle", "square", "triangle", "star")
+COLOURS = {"red": (220, 40, 40), "green": (40, 190, 60), "blue": (40, 80, 230), "yellow": (235, 210, 40),
+           "purple": (150, 60, 200)}
+TEXTURES = ("solid", "striped", "checkered")
+
+_RADIUS = 0.14  # object radius as a fraction of the shorter side (diameter ~28%)
+
+
+@dataclass(frozen=True)
+class SynthSpec:
+    """One synthetic clip: motion class, appearance, length and size, and the seed for everything random."""
+
+    motion: str
+    shape: str
+    colour: str
+    texture: str
+    frames: int
+    fps: float = 8.0
+    height: int = 96
+    width: int = 128
+    seed: int = 0
+
+    def __post_init__(self):
+        for name, allowed in (("motion", MOTIONS), ("shape", SHAPES), ("colour", tuple(COLOURS)),
+                              ("texture", TEXTURES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"SynthSpec: {name}={getattr(self, name)!r} is invalid; allowed: {allowed}")
+        if not (isinstance(self.frames, int) and self.frames >= 2):
+            raise ValueError(f"SynthSpec: frames={self.frames!r} is invalid; use an int >= 2")
+        if not (isinstance(self.fps, (int, float)) and self.fps > 0):
+            raise ValueError(f"SynthSpec: fps={self.fps!r} is invalid; use a positive number")
+        for name in ("height", "width"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and v >= 32):
+                raise ValueError(f"SynthSpec: {name}={v!r} is invalid; use an int >= 32")
+        if not isinstance(self.seed, int):
+            raise ValueError(f"SynthSpec: seed={self.seed!r} is invalid; use an int")
+
+
+def caption_for(spec: SynthSpec) -> str:
+    """Appearance only, e.g. ``"a red striped square on a gray background"``; never the motion."""
+    return f"a {spec.colour} {spec.texture} {spec.shape} on a gray background"
+
+
+# ---------------------------------------------------------------------------------------------- drawing
+
+
+def _polygon(shape: str) -> np.ndarray:
+    """The shape's outline in local units (the unit disk), (V, 2) as (u, v)."""
+    if shape == "circle":
+        a = np.linspace(0, 2 * np.pi, 48, endpoint=False)
+        return np.stack([np.cos(a), np.sin(a)], 1)
+    if shape == "square":
+        return np.array([[-0.8, -0.8], [0.8, -0.8], [0.8, 0.8], [-0.8, 0.8]])
+    if shape == "triangle":
+        a = np.deg2rad([-90, 30, 150])
+        return np.stack([np.cos(a), np.sin(a)], 1)
+    a = np.deg2rad(-90 + 36 * np.arange(10))  # star: 5 outer points, 5 inner
+    r = np.where(np.arange(10) % 2 == 0, 1.0, 0.45)
+    return np.stack([r * np.cos(a), r * np.sin(a)], 1)
+
+
+def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """Smoothed gray noise, (h, w, 3) float32 around 128 with std ~14: low contrast, but trackable."""
+    out = np.zeros((h, w), np.float32)
+    for cell, amp in ((8, 1.0), (4, 0.5)):  # two octaves of blobs ~cell px across
+        small = rng.standard_normal((h // cell + 2, w // cell + 2)).astype(np.float32)
+        out += amp * cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+    out = cv2.GaussianBlur(out, (0, 0), 1.0)
+    out = 128 + 14 * (out - out.mean()) / (out.std() + 1e-6)
+    return np.repeat(out[:, :, None], 3, axis=2)
+
+
+def _draw(img: np.ndarray, mask: np.ndarray, cx: float, cy: float, radius: float, angle: float,
+          shape: str, rgb: tuple, texture: str) -> None:
+    """Draw the object into ``img`` ((H, W, 3) float32) and ``mask`` ((H, W) bool) in place.
+
+    Local coordinates (u, v) rotate and scale with the object, so texture and marker turn with it; the dark
+    marker dot off-centre makes every shape (the circle too) visibly not rotationally symmetric.
+    """
+    H, W = mask.shape
+    ext = 1.2 * radius
+    x0, x1 = max(0, int(cx - ext)), min(W, int(math.ceil(cx + ext)) + 1)
+    y0, y1 = max(0, int(cy - ext)), min(H, int(math.ceil(cy + ext)) + 1)
+    if x0 >= x1 or y0 >= y1:
+        return
+    c, s = math.cos(angle), math.sin(angle)
+    uv = _polygon(shape)  # (V, 2)
+    xy = np.stack([cx + radius * (c * uv[:, 0] - s * uv[:, 1]) - x0,
+                   cy + radius * (s * uv[:, 0] + c * uv[:, 1]) - y0], 1)  # (V, 2) patch coords
+    inside = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    cv2.fillPoly(inside, [np.round(xy * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
+    inside = inside.astype(bool)  # (h, w)
+    ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+    dx, dy = xs - cx, ys - cy
+    u, v = (c * dx + s * dy) / radius, (-s * dx + c * dy) / radius  # (h, w) local units
+    if texture == "striped":
+        dark = np.floor(u / 0.4).astype(int) % 2 == 1
+    elif texture == "checkered":
+        dark = (np.floor(u / 0.4).astype(int) + np.floor(v / 0.4).astype(int)) % 2 == 1
+    else:
+        dark = np.zeros_like(inside)
+    marker = (u - 0.4) ** 2 + v ** 2 < 0.2 ** 2
+    shade = np.where(marker, 0.15, np.where(dark, 0.45, 1.0)).astype(np.float32)  # (h, w)
+    colour = shade[:, :, None] * np.asarray(rgb, np.float32)  # (h, w, 3)
+    patch = img[y0:y1, x0:x1]
+    patch[inside] = colour[inside]
+    mask[y0:y1, x0:x1] |= inside
+
+
+# ---------------------------------------------------------------------------------------------- motion
+
+
+def _room(h: int, w: int, r: float) -> np.ndarray:
+    """How far (dx, dy) the centre of an object of radius ``r`` can travel while it stays in the frame."""
+    return np.array([w - 2 * r - 4, h - 2 * r - 4])
+
+
+def _fit(d: np.ndarray, room: np.ndarray) -> np.ndarray:
+    """Shrink displacement ``d`` (dx, dy) to fit ``room``, keeping its direction."""
+    return d * min(1.0, *(room[k] / abs(d[k]) for k in range(2) if abs(d[k]) > 1e-9))
+
+
+def _direction(rng: np.random.Generator) -> np.ndarray:
+    a = rng.uniform(0, 2 * np.pi)
+    return np.array([math.cos(a), math.sin(a)])
+
+
+def _trajectory(spec: SynthSpec, rng: np.random.Generator, r: float):
+    """Per-frame object centre (N, 2) in world px, angle (N,), scale (N,), camera offset (N, 2) and world size."""
+    n, h, w = spec.frames, spec.height, spec.width
+    i = np.arange(n, dtype=np.float64)  # (N,)
+    room = _room(h, w, r)  # (2,)
+    mid = np.array([w / 2, h / 2])
+    centre = mid + rng.uniform(-0.08, 0.08, 2) * min(h, w)  # for the classes that stay in place
+    xy = np.tile(centre, (n, 1))  # (N, 2)
+    angle = np.full(n, rng.uniform(0, 2 * np.pi))
+    scale = np.ones(n)
+    cam = np.zeros((n, 2))
+    world = (h, w)
+    if spec.motion in ("translate", "pan"):
+        d = _fit(_direction(rng) * rng.uniform(1.0, 2.5) * (n - 1), room)  # total travel (2,)
+        path = (i / (n - 1))[:, None] * d[None, :] - d / 2  # (N, 2), centred on 0
+        start = mid + rng.uniform(-0.5, 0.5, 2) * (room - np.abs(d))  # jitter within the slack left
+        if spec.motion == "translate":
+            xy = start + path
+        else:  # the camera moves by +path, so the static world (object included) moves by -path in frame
+            pad = np.ceil(np.abs(d)).astype(int) + 4
+            world = (h + pad[1], w + pad[0])
+            cam = path + pad / 2  # top-left of the view in world px
+            xy = np.tile(start + pad / 2, (n, 1))
+    elif spec.motion == "rotate":
+        angle = angle[0] + rng.choice([-1, 1]) * np.deg2rad(rng.uniform(10, 25)) * i
+    elif spec.motion == "scale":
+        small, large = rng.uniform(0.5, 0.7), rng.uniform(1.2, 1.4)
+        s0, s1 = (small, large) if rng.random() < 0.5 else (large, small)
+        scale = s0 + (s1 - s0) * i / (n - 1)
+    elif spec.motion == "oscillate":
+        amp = _fit(_direction(rng) * rng.uniform(0.3, 0.5) * w, room) / 2  # (2,) half the peak-to-peak
+        period = rng.uniform(10, 20)  # frames
+        xy = mid + np.sin(2 * np.pi * i / period + rng.uniform(0, 2 * np.pi))[:, None] * amp[None, :]
+    elif spec.motion == "bounce":
+        top, floor = r + 2, h - r - 2
+        y, vy = top + rng.uniform(0, 0.2) * (floor - top), 0.0
+        g = 2 * (floor - y) / rng.uniform(5, 8) ** 2  # px / frame^2: first impact after 5-8 frames
+        e = rng.uniform(0.75, 0.9)  # restitution
+        ys = []
+        for _ in range(n):
+            ys.append(y)
+            for _ in range(4):  # 4 sub-steps per frame
+                vy += g / 4
+                y += vy / 4
+                if y > floor:
+                    y, vy = floor - (y - floor) * e, -vy * e
+        xy = np.stack([np.full(n, centre[0]), np.array(ys)], 1)
+    return xy, angle, scale, cam, world
+
+
+def render_clip(spec: SynthSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Frames uint8 (N, H, W, 3) RGB and the object's ground-truth mask bool (N, H, W)."""
+    rng = np.random.default_rng(spec.seed)
+    n, h, w = spec.frames, spec.height, spec.width
+    r = _RADIUS * min(h, w)
+    extent = r * np.linalg.norm(_polygon(spec.shape), axis=1).max()  # farthest point from the centre, px
+    xy, angle, scale, cam, (wh, ww) = _trajectory(spec, rng, extent * (1.4 if spec.motion == "scale" else 1.0))
+    bg = _background(rng, wh, ww)  # (wh, ww, 3) float32
+    rgb = COLOURS[spec.colour]
+    frames = np.empty((n, h, w, 3), np.uint8)
+    masks = np.zeros((n, h, w), bool)
+    if spec.motion == "pan":  # render the static world once, then move the camera over it
+        world_mask = np.zeros((wh, ww), bool)
+        _draw(bg, world_mask, xy[0, 0], xy[0, 1], r, angle[0], spec.shape, rgb, spec.texture)
+        world_mask = world_mask.astype(np.float32)
+        for k in range(n):
+            centre = (float(cam[k, 0] + (w - 1) / 2), float(cam[k, 1] + (h - 1) / 2))
+            frames[k] = np.clip(cv2.getRectSubPix(bg, (w, h), centre) + 0.5, 0, 255).astype(np.uint8)
+            masks[k] = cv2.getRectSubPix(world_mask, (w, h), centre) > 0.5
+        return frames, masks
+    for k in range(n):
+        img = bg.copy()  # (H, W, 3) float32
+        _draw(img, masks[k], xy[k, 0], xy[k, 1], r * scale[k], angle[k], spec.shape, rgb, spec.texture)
+        frames[k] = np.clip(img + 0.5, 0, 255).astype(np.uint8)
+    return frames, masks
+
+
+# ---------------------------------------------------------------------------------------------- datasets
+
+
+def generate_dataset(out_dir: str | Path, n_clips: int, seed: int = 0, *, frames_range: tuple[int, int] = (17, 40),
+                     fps: float = 8.0, height: int = 96, width: int = 128, prefix: str = "clip",
+                     motions: Sequence[str] = MOTIONS,
+                     progress: Callable[[int, int], None] | None = None) -> Path:
+    """Write ``n_clips`` mp4 clips and ``manifest.csv`` to ``out_dir``; return the manifest's path.
+
+    Clip ``i`` gets ``motions[i % len(motions)]`` (balanced classes); appearance, length (in
+    ``frames_range``, both ends included) and the clip's seed are drawn from ``seed``.
+    """
+    from .manifest import write_manifest
+    from .video import write_video
+
+    if not (isinstance(n_clips, int) and n_clips >= 1):
+        raise ValueError(f"generate_dataset: n_clips={n_clips!r} is invalid; use an int >= 1")
+    lo, hi = frames_range
+    if not (isinstance(lo, int) and isinstance(hi, int) and 2 <= lo <= hi):
+        raise ValueError(f"generate_dataset: frames_range={frames_range!r} is invalid; use (lo, hi) ints "
+                         f"with 2 <= lo <= hi")
+    motions = tuple(motions)
+    bad = [m for m in motions if m not in MOTIONS]
+    if not motions or bad:
+        raise ValueError(f"generate_dataset: motions={motions!r} is invalid; choose from {MOTIONS}")
+    if height % 2 or width % 2:
+        raise ValueError(f"generate_dataset: height={height}, width={width} must be even (mp4 yuv420p)")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_clips):
+        spec = SynthSpec(motion=motions[i % len(motions)], shape=str(rng.choice(SHAPES)),
+                         colour=str(rng.choice(list(COLOURS))), texture=str(rng.choice(TEXTURES)),
+                         frames=int(rng.integers(lo, hi + 1)), fps=fps, height=height, width=width,
+                         seed=int(rng.integers(2**31)))
+        name = f"{prefix}_{i:04d}.mp4"
+        write_video(out / name, render_clip(spec)[0], fps)
+        rows.append({"clip_id": f"{prefix}_{i:04d}", "path": name, "caption": caption_for(spec),
+                     "motion": spec.motion, "shape": spec.shape, "colour": spec.colour, "texture": spec.texture,
+                     "frames": spec.frames, "fps": spec.fps, "seed": spec.seed})
+        if progress is not None:
+            progress(i + 1, n_clips)
+    return write_manifest(out / "manifest.csv", rows)
