@@ -23,17 +23,20 @@ EXIT_PARTIAL = 5
 
 @contextmanager
 def _bar(desc: str, quiet: bool = False):
-    """A tqdm progress bar on stderr as a progress(i, n, label) callback."""
+    """A tqdm progress bar on stderr as a progress(i, n, label) callback; a new stage (new n) starts a new bar.
+
+    Hidden with --quiet, and when stderr is not a terminal (tqdm's disable=None)."""
     from tqdm import tqdm
 
     state: dict = {}
 
     def progress(i: int, n: int, label: str = "") -> None:
         bar = state.get("bar")
-        if bar is None:
-            bar = state["bar"] = tqdm(total=n, desc=desc, unit="clip", file=sys.stderr, disable=quiet,
+        if bar is None or bar.total != n:
+            if bar is not None:
+                bar.close()
+            bar = state["bar"] = tqdm(total=n, desc=desc, file=sys.stderr, disable=True if quiet else None,
                                       dynamic_ncols=True, leave=False)
-        bar.total = n
         bar.n = i
         if label:
             bar.set_postfix_str(label, refresh=False)
