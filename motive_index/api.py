@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .config import EstimatorConfig, MaskConfig, ProjectionConfig
-from .errors import GradientError, IndexNotFoundError, MotiveIndexError
+from .errors import IndexNotFoundError, MotiveIndexError
 from .types import Hit
 
 log = logging.getLogger(__name__)
@@ -50,12 +50,11 @@ class QueryResult:
 
 
 def _write_settings(index_dir: Path, model: str) -> None:
+    from .store import _atomic_write_text
+
     path = index_dir / SETTINGS_FILE
-    if path.is_file():
-        return
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"model": model}, indent=2))
-    tmp.replace(path)
+    if not path.is_file():
+        _atomic_write_text(path, json.dumps({"model": model}, indent=2))
 
 
 def _model_ref(model: str | Path) -> str:
@@ -117,33 +116,33 @@ class MotiveIndex:
 
         def flush():
             if pending:
+                t0 = time.perf_counter()
                 report.added += self.store.add(pending)
                 pending.clear()
+                report.stage_seconds["store"] = report.stage_seconds.get("store", 0.0) + time.perf_counter() - t0
 
-        for i, clip in enumerate(todo):
-            try:
-                vec, prep = self._engine.embed(clip.path, clip.caption, clip.start_sec, clip.end_sec,
-                                               name=clip.clip_id)
-            except (MotiveIndexError, GradientError) as e:
-                report.failed[clip.clip_id] = str(e)
-                self.store.record_failure(clip.clip_id, clip.path, str(e))
-                log.warning("clip %s failed: %s", clip.clip_id, e)
-            else:
-                meta = dict(clip.metadata)
-                meta.update(prep.metadata)
-                pending.append({"clip_id": clip.clip_id, "path": clip.path, "caption": clip.caption,
-                                "metadata": meta, "vector": vec})
-                for stage, s in prep.timings.items():
-                    report.stage_seconds[stage] = report.stage_seconds.get(stage, 0.0) + s
-                if len(pending) >= batch:
-                    t0 = time.perf_counter()
-                    flush()
-                    report.stage_seconds["store"] = report.stage_seconds.get("store", 0.0) + time.perf_counter() - t0
-            if progress:
-                progress(i + 1, len(todo), clip.clip_id)
-        t0 = time.perf_counter()
-        flush()
-        report.stage_seconds["store"] = report.stage_seconds.get("store", 0.0) + time.perf_counter() - t0
+        try:
+            for i, clip in enumerate(todo):
+                try:
+                    vec, prep = self._engine.embed(clip.path, clip.caption, clip.start_sec, clip.end_sec,
+                                                   name=clip.clip_id)
+                except MotiveIndexError as e:  # bad video, NaN gradient...: recorded, and the build goes on
+                    report.failed[clip.clip_id] = str(e)
+                    self.store.record_failure(clip.clip_id, clip.path, str(e))
+                    log.info("clip %s failed: %s", clip.clip_id, e)
+                else:
+                    # computed facts live under "motive", so they never overwrite a manifest column
+                    meta = {**clip.metadata, "motive": prep.metadata}
+                    pending.append({"clip_id": clip.clip_id, "path": clip.path, "caption": clip.caption,
+                                    "metadata": meta, "vector": vec})
+                    for stage, s in prep.timings.items():
+                        report.stage_seconds[stage] = report.stage_seconds.get(stage, 0.0) + s
+                    if len(pending) >= batch:
+                        flush()
+                if progress:
+                    progress(i + 1, len(todo), clip.clip_id)
+        finally:  # interrupted (Ctrl-C, out of memory...): what is finished is stored all the same
+            flush()
         return report
 
     # ----- opening and querying -------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ def rank(index: VectorIndex, store: ClipStore, vector: np.ndarray, k: int = 10,
     found = index.search(np.asarray(vector, dtype=np.float32), k, negative=negative)[0]
     rows = store.rows([cid for cid, _ in found])
     hits = []
-    for r, (cid, score) in enumerate(found, start=1):
+    for cid, score in found:
         row = rows.get(cid)
         if row is None:  # removed from the store after the index was built: never return it
             continue

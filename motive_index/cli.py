@@ -60,6 +60,28 @@ class _Group(click.Group):
         except MotiveIndexError as e:
             click.echo(f"error: {e}", err=True)
             ctx.exit(e.exit_code)
+        except OSError as e:  # a path that cannot be written or read: say which, without a traceback
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(1)
+
+
+def _device(ctx, param, value: str) -> str:
+    """Validate --device: 'cpu', 'cuda' or 'cuda:N', and only where CUDA is present."""
+    import torch
+
+    try:
+        dev = torch.device(value)
+    except RuntimeError:
+        raise click.BadParameter(f"{value!r} is not a device; use cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise click.BadParameter(f"{value!r}: only cpu and cuda are supported")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise click.BadParameter(f"{value!r}: this torch has no CUDA device; use --device cpu")
+    return value
+
+
+_DEVICE = click.option("--device", default="cpu", show_default=True, callback=_device,
+                       help="cpu, cuda or cuda:N.")
 
 
 @click.group(cls=_Group)
@@ -97,10 +119,10 @@ def synth(out_dir: Path, n_clips: int, seed: int, prefix: str, min_frames: int, 
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Where to save the fine-tuned model.")
 @click.option("--steps", default=300, show_default=True, type=click.IntRange(1))
-@click.option("--lr", default=1e-3, show_default=True, type=float)
+@click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(min=0, min_open=True))
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1))
 @click.option("--seed", default=0, show_default=True)
-@click.option("--device", default="cpu", show_default=True)
+@_DEVICE
 @click.option("--quiet", is_flag=True)
 def finetune(manifest, model, out_dir, steps, lr, batch_size, seed, device, quiet):
     """Fine-tune MODEL's transformer on MANIFEST's clips and save it to --out."""
@@ -126,7 +148,7 @@ def finetune(manifest, model, out_dir, steps, lr, batch_size, seed, device, quie
 @click.option("--mask", type=click.Choice(["flow", "none"]), default="flow", show_default=True,
               help="flow: the motion-weighted loss; none: the ordinary loss (baseline).")
 @click.option("--dim", default=512, show_default=True, type=click.IntRange(1), help="Projected dimensions.")
-@click.option("--device", default="cpu", show_default=True)
+@_DEVICE
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", is_flag=True)
 def build(manifest, model, index_dir, mask, dim, device, as_json, quiet):
@@ -152,7 +174,7 @@ def build(manifest, model, index_dir, mask, dim, device, as_json, quiet):
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1))
 @click.option("--negative", is_flag=True, help="Return the most opposed clips (most negative scores).")
 @click.option("--model", default=None, help="Override the model recorded in the index (same identity).")
-@click.option("--device", default="cpu", show_default=True)
+@_DEVICE
 @click.option("--json", "as_json", is_flag=True)
 def query(video, index_dir, prompt, k, negative, model, device, as_json):
     """The training clips that most influenced the motion of VIDEO."""

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 _SUBDIRS = ("train", "queries", "model", "index-flow", "index-none")
+MARKER = ".motive-demo"  # written into a workdir the demo owns; only such a folder is ever cleared
 
 
 def _appearance(meta: dict) -> str:
@@ -24,14 +25,19 @@ def run_demo(workdir: str | Path, n_clips: int = 48, n_queries: int = 12, steps:
              seed: int = 0, quiet: bool = False, echo: Callable[[str], None] = print, bar=None) -> dict:
     from .api import MotiveIndex
     from .backbones import build_tiny
+    from .errors import MotiveIndexError
     from .finetune import finetune
     from .manifest import read_manifest
     from .synthetic import generate_dataset
 
     workdir = Path(workdir).resolve()
+    if workdir.is_dir() and any(workdir.iterdir()) and not (workdir / MARKER).is_file():
+        raise MotiveIndexError(f"--workdir {str(workdir)!r} is not empty and was not made by the demo; "
+                               f"give an empty or new folder")
     for sub in _SUBDIRS:  # a fresh run every time: the model is retrained, so old indexes would not match it
         shutil.rmtree(workdir / sub, ignore_errors=True)
     workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / MARKER).write_text("made by `motive-index demo`; the demo clears its own subfolders here\n")
     stage: dict[str, float] = {}
 
     def bar_cb(desc):

@@ -33,6 +33,8 @@ def finetune(backbone: Backbone, clips: Sequence[Clip], steps: int = 300, lr: fl
     """Train ``backbone.transformer`` in place. ``progress(i, n, stage)`` is called per clip and per step."""
     if steps < 1:
         raise ValueError(f"steps={steps} is invalid: need at least 1")
+    if not lr > 0:
+        raise ValueError(f"lr={lr} is invalid: need a positive learning rate")
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} is invalid: need at least 1")
     t_start = time.perf_counter()
@@ -48,7 +50,8 @@ def finetune(backbone: Backbone, clips: Sequence[Clip], steps: int = 300, lr: fl
         if progress:
             progress(i + 1, len(clips), "encode")
     if not latents:
-        raise ValueError(f"no usable clips to fine-tune on ({len(failed)} failed)")
+        reasons = "; ".join(f"{cid}: {why}" for cid, why in list(failed.items())[:5])
+        raise MotiveIndexError(f"no usable clips to fine-tune on: all {len(failed)} failed ({reasons})")
     z_all = torch.stack(latents)              # (N, C, F', H', W')
     c_all = torch.stack(texts)                # (N, L, D)
     n = z_all.shape[0]

@@ -94,13 +94,13 @@ class GradientEngine:
             loss.backward()
         t1 = time.perf_counter()
         acc = self.projector.accumulator(bb.device)
-        finite = True
+        finite = torch.ones((), dtype=torch.bool, device=bb.device)
         for p in self.params:  # a fixed order: named_parameters()
             g = p.grad if p.grad is not None else torch.zeros_like(p)
-            finite &= bool(torch.isfinite(g).all())
+            finite &= torch.isfinite(g).all()  # no device sync per parameter
             acc.feed(g)
             p.grad = None
-        if not finite:
+        if not bool(finite):
             raise GradientError(clip.name, "gradient has NaN or inf entries")
         try:
             v = unit(acc.result())

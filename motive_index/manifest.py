@@ -154,7 +154,14 @@ def read_manifest(path: str | Path) -> list[Clip]:
     if not path.is_file():
         raise ManifestError(str(path), "file not found; check the path")
     reader = {".csv": _rows_csv, ".parquet": _rows_parquet}.get(kind, _rows_jsonl)
-    columns, rows, where = reader(path)
+    try:
+        columns, rows, where = reader(path)
+    except UnicodeDecodeError as e:
+        line = None
+        if kind != ".parquet":
+            line = path.read_bytes()[:e.start].count(b"\n") + 1
+        raise ManifestError(str(path), f"not UTF-8 text ({e.reason} at byte {e.start}); save the manifest as "
+                                       f"UTF-8", line=line) from e
     if not rows:
         raise ManifestError(str(path), "the manifest has no rows; add one row per clip")
     if "clip_id" not in columns:

@@ -131,3 +131,33 @@ def test_demo_runs_end_to_end_small(runner, tmp_path):
     selfcheck = [l for l in out.splitlines() if l.startswith("self-check")][0]
     assert "-> first hit clip_0000 (score 1.0000)" in selfcheck
     assert (tmp_path / "demo" / "index-flow" / "lancedb").is_dir()
+
+
+def test_query_with_a_model_whose_scheduler_changed_is_refused(runner, built_index, model_dir, dataset, tmp_path):
+    changed = tmp_path / "m_shift"
+    shutil.copytree(model_dir, changed)
+    cfg = changed / "scheduler" / "scheduler_config.json"
+    cfg.write_text(cfg.read_text().replace('"shift": 3.0', '"shift": 1.0'))
+    clip = read_manifest(dataset)[0]
+    r = runner.invoke(main, ["query", clip.path, "--index", str(built_index), "--model", str(changed)])
+    assert r.exit_code == 2 and "model.configs" in r.output
+    # the same model copied elsewhere is the same model
+    same = tmp_path / "m_copy"
+    shutil.copytree(model_dir, same)
+    r = runner.invoke(main, ["query", clip.path, "--index", str(built_index), "--model", str(same), "-k", 1])
+    assert r.exit_code == 0, r.output
+
+
+def test_demo_refuses_a_folder_it_did_not_make(runner, tmp_path):
+    (tmp_path / "mine.txt").write_text("precious")
+    r = runner.invoke(main, ["demo", "--workdir", str(tmp_path), "--quiet"])
+    assert r.exit_code != 0 and "not empty" in r.output
+    assert (tmp_path / "mine.txt").read_text() == "precious"
+
+
+def test_bad_options_are_usage_errors(runner, dataset, tmp_path):
+    r = runner.invoke(main, ["build", str(dataset), "--model", "tiny", "--index", str(tmp_path / "i"),
+                             "--device", "toaster"])
+    assert r.exit_code == 2 and "device" in r.output
+    r = runner.invoke(main, ["finetune", str(dataset), "--out", str(tmp_path / "o"), "--lr", "-1"])
+    assert r.exit_code == 2 and "lr" in r.output

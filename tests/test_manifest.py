@@ -157,3 +157,11 @@ def test_write_manifest_round_trip(tmp_path):
     assert a.metadata == {"n": 1, "extra": None} and b.metadata == {"n": 2, "extra": None}
     with pytest.raises(ValueError, match="no rows"):
         write_manifest(tmp_path / "e.csv", [])
+
+
+def test_non_utf8_manifest_is_refused_with_its_line(tmp_path):
+    m = tmp_path / "latin1.csv"
+    m.write_bytes(b"clip_id,path,caption\na,a.mp4,fine\nb,b.mp4,caf\xe9\n")
+    with pytest.raises(ManifestError, match="UTF-8") as e:
+        read_manifest(m)
+    assert e.value.line == 3

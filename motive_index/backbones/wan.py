@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..config import VideoSpec
@@ -26,6 +28,7 @@ TINY_SPEC = VideoSpec(frames=17, fps=8.0, height=64, width=64)
 TINY_TEXT_LEN = 64
 MOTIVE_CONFIG = "motive_index.json"
 _COMPONENTS = ("transformer", "vae", "text_encoder")
+TEXT_CACHE_SIZE = 32  # distinct captions kept; a real UMT5 embedding is 512 x 4096 fp32 = 8 MiB
 
 
 def _byte_tokenizer():
@@ -52,31 +55,41 @@ def _quiet_hf() -> None:
     tlog.disable_progress_bar()
 
 
-def _sha_file(path: Path, h: "hashlib._Hash") -> None:
-    """Feed a file into h: whole if small, else its size plus 24 evenly spaced 1 MiB samples (fast on 5 GB)."""
-    size = path.stat().st_size
-    h.update(f"{path.name}:{size}".encode())
-    with path.open("rb") as f:
-        if size <= 64 * 2**20:
-            for chunk in iter(lambda: f.read(2**20), b""):
-                h.update(chunk)
-            return
-        for i in range(24):
-            f.seek((size - 2**20) * i // 23)
-            h.update(f.read(2**20))
+_BOOKKEEPING = ("transformers_version", "dtype", "torch_dtype", "architectures")
+
+
+def _clean(cfg: Any) -> Any:
+    """A config without the bookkeeping that save/load changes (``_name_or_path``, versions, dtype)."""
+    if isinstance(cfg, dict):
+        return {str(k): _clean(v) for k, v in cfg.items()
+                if not str(k).startswith("_") and k not in _BOOKKEEPING}
+    if isinstance(cfg, (list, tuple)):
+        return [_clean(v) for v in cfg]
+    return cfg
 
 
 def _config_hash(cfg: dict) -> str:
-    clean = {k: v for k, v in cfg.items() if not k.startswith("_") or k == "_class_name"}
-    return hashlib.sha256(json.dumps(clean, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(_clean(cfg), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _weights_hash(modules) -> str:
+    """sha256 over every parameter and buffer, by name, exactly (no sampling)."""
+    h = hashlib.sha256()
+    for m in modules:
+        for name, t in sorted(m.state_dict().items()):
+            t = t.detach().to("cpu").contiguous()
+            if t.dtype == torch.bfloat16:
+                t = t.view(torch.int16)
+            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.numpy().reshape(-1).view(np.uint8))
+    return h.hexdigest()[:16]
 
 
 class WanBackbone(Backbone):
     family = "wan"
 
     def __init__(self, transformer, vae, text_encoder, tokenizer, scheduler_config: dict,
-                 spec: VideoSpec, text_max_length: int, weights_hash: str | None = None,
-                 source: str = "in-memory"):
+                 spec: VideoSpec, text_max_length: int, source: str = "in-memory"):
         self.transformer, self.vae, self.text_encoder, self.tokenizer = transformer, vae, text_encoder, tokenizer
         self.scheduler_config = dict(scheduler_config)
         pred = self.scheduler_config.get("prediction_type", "flow_prediction")
@@ -95,9 +108,9 @@ class WanBackbone(Backbone):
         self.spec = spec
         self.text_max_length = int(text_max_length)
         self._check_spec()
-        self._weights_hash = weights_hash
+        self._weights_hash: str | None = None
         self.source = source
-        self._text_cache: dict[str, torch.Tensor] = {}
+        self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.device = torch.device("cpu")
         for m in (self.transformer, self.vae, self.text_encoder):
             m.eval()
@@ -187,12 +200,8 @@ class WanBackbone(Backbone):
         extra = json.loads(extra_path.read_text()) if extra_path.is_file() else {}
         spec = VideoSpec.from_dict(extra["spec"]) if "spec" in extra else PAPER_SPEC
         text_len = int(extra.get("text_max_length", PAPER_TEXT_LEN))
-        h = hashlib.sha256()
-        for comp in _COMPONENTS:
-            for f in sorted((root / comp).glob("*.safetensors")) + sorted((root / comp).glob("*.bin")):
-                _sha_file(f, h)
         backbone = cls(parts["transformer"], parts["vae"], parts["text_encoder"], parts["tokenizer"], scheduler,
-                       spec, text_len, weights_hash=h.hexdigest()[:16], source=str(root.resolve()))
+                       spec, text_len, source=str(root.resolve()))
         return backbone.to(device)
 
     def save_pretrained(self, out_dir: str | Path) -> Path:
@@ -237,15 +246,16 @@ class WanBackbone(Backbone):
     def encode_text(self, caption: str) -> torch.Tensor:
         hit = self._text_cache.get(caption)
         if hit is not None:
+            self._text_cache.move_to_end(caption)
             return hit
         enc = self.tokenizer([caption], padding="max_length", max_length=self.text_max_length, truncation=True,
                              add_special_tokens=True, return_attention_mask=True, return_tensors="pt")
         ids, mask = enc.input_ids.to(self.device), enc.attention_mask.to(self.device)
         emb = self.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state[0]   # (L, text_dim)
         emb = emb * mask[0, :, None].to(emb.dtype)   # as WanPipeline: real tokens kept, padding zeroed
-        if len(self._text_cache) > 4096:
-            self._text_cache.clear()
         self._text_cache[caption] = emb
+        if len(self._text_cache) > TEXT_CACHE_SIZE:
+            self._text_cache.popitem(last=False)
         return emb
 
     def latent_shape(self) -> tuple[int, int, int, int]:
@@ -276,15 +286,15 @@ class WanBackbone(Backbone):
         self._weights_hash = None
 
     def identity(self) -> dict[str, Any]:
+        """Hashes of everything that changes the vectors: every component's config and weights, the scheduler,
+        the tokenizer's vocabulary, the text length."""
         if self._weights_hash is None:
-            h = hashlib.sha256()
-            for comp in _COMPONENTS:
-                for name, t in sorted(getattr(self, comp).state_dict().items()):
-                    h.update(name.encode())
-                    h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-            self._weights_hash = h.hexdigest()[:16]
-        return {"family": self.family, "transformer_config": _config_hash(dict(self.transformer.config)),
-                "weights": self._weights_hash,
+            self._weights_hash = _weights_hash(getattr(self, comp) for comp in _COMPONENTS)
+        configs = {"transformer": dict(self.transformer.config), "vae": dict(self.vae.config),
+                   "text_encoder": self.text_encoder.config.to_dict(), "scheduler": self.scheduler_config,
+                   "tokenizer": sorted(self.tokenizer.get_vocab().items()), "text_max_length": self.text_max_length}
+        return {"family": self.family, "transformer_config": _config_hash(configs["transformer"]),
+                "configs": _config_hash(configs), "weights": self._weights_hash,
                 "num_params": sum(p.numel() for p in self.transformer.parameters())}
 
 
