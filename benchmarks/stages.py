@@ -48,8 +48,8 @@ def main() -> None:
     print(f"\nmachine: {machine()}; 512x512 matmul {anchor:.2f} ms")
     print(f"tiny Wan, {args.clips} clips, mask {args.mask}, dim {args.dim}; build wall {wall:.1f}s "
           f"(includes model load)\n")
-    print(f"| stage | build ms/clip (mean) | share | query ms (median of 8) |")
-    print(f"|---|---:|---:|---:|")
+    print("| stage | build ms/clip (mean) | share | query ms (median of 8) |")
+    print("|---|---:|---:|---:|")
     for s in ["decode", "flow", "vae", "text", "fwd_bwd", "projection", "store", "search"]:
         b = per.get(s)
         print(f"| {s} | {b:.1f} | {b / total:.0%} |" if b is not None else f"| {s} | - | - |", end="")

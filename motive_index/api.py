@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ._io import atomic_write
 from .config import EstimatorConfig, MaskConfig, ProjectionConfig
 from .errors import IndexNotFoundError, MotiveIndexError
 from .types import Hit
@@ -50,11 +51,9 @@ class QueryResult:
 
 
 def _write_settings(index_dir: Path, model: str) -> None:
-    from .store import _atomic_write_text
-
     path = index_dir / SETTINGS_FILE
     if not path.is_file():
-        _atomic_write_text(path, json.dumps({"model": model}, indent=2))
+        atomic_write(path, json.dumps({"model": model}, indent=2))
 
 
 def _model_ref(model: str | Path) -> str:

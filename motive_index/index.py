@@ -14,12 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
+
+from ._io import atomic_write
 
 if TYPE_CHECKING:  # pragma: no cover
     from .store import ClipStore
@@ -39,22 +40,6 @@ def _faiss():
         raise ImportError("motive-index needs FAISS for search: pip install faiss-cpu "
                           "(or faiss-gpu on a CUDA machine)") from e
     return faiss
-
-
-def _atomic_write_bytes(path: Path, data) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 class VectorIndex:
@@ -149,10 +134,10 @@ class VectorIndex:
         index_dir.mkdir(parents=True, exist_ok=True)
         data = _faiss().serialize_index(self._index)  # uint8 array
         blob = memoryview(np.ascontiguousarray(data))
-        _atomic_write_bytes(index_dir / INDEX_FILE, blob)
+        atomic_write(index_dir / INDEX_FILE, blob)
         meta = {"format": FORMAT, "kind": self.kind, "store_version": self.store_version, "count": len(self),
                 "dim": self.dim, "index_bytes": blob.nbytes, "crc32": zlib.crc32(blob), "ids": self._ids}
-        _atomic_write_bytes(index_dir / META_FILE, json.dumps(meta).encode("utf-8"))
+        atomic_write(index_dir / META_FILE, json.dumps(meta).encode("utf-8"))
 
     @classmethod
     def load(cls, index_dir: str | os.PathLike) -> "VectorIndex":

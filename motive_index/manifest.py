@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import unquote, urlparse
 
-import numpy as np
 import pandas as pd
 
+from ._io import plain
 from .errors import ManifestError
 from .types import Clip
 
@@ -31,30 +31,9 @@ _STRING_COLUMNS = ("clip_id",) + _PATH_COLUMNS + _CAPTION_COLUMNS + ("start_sec"
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
-def _plain(v: Any) -> Any:
-    """A pandas/numpy/pyarrow cell as a plain Python value (str/int/float/bool/None, lists of those)."""
-    if v is None or v is pd.NaT or v is pd.NA:
-        return None
-    if isinstance(v, (bool, np.bool_)):
-        return bool(v)
-    if isinstance(v, (int, np.integer)):
-        return int(v)
-    if isinstance(v, (float, np.floating)):
-        return None if math.isnan(v) else float(v)
-    if isinstance(v, np.ndarray):
-        return [_plain(x) for x in v.tolist()]
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    if isinstance(v, dict):
-        return {str(k): _plain(x) for k, x in v.items()}
-    if isinstance(v, pd.Timestamp):
-        return v.isoformat()
-    return v
-
-
 def _text(v: Any) -> str:
     """A cell that must be text (clip_id, path, caption): '' when missing."""
-    v = _plain(v)
+    v = plain(v)
     return "" if v is None else str(v).strip()
 
 
@@ -83,7 +62,7 @@ def _rows_csv(path: Path) -> tuple[list[str], list[tuple[int, dict]], str]:
         raise ManifestError(str(path), f"not a valid CSV file ({e})") from e
     if len(lines) != len(df):  # e.g. a line that is only whitespace: fall back to header + row index
         lines = list(range(2, len(df) + 2))
-    rows = [(ln, {c: _plain(v) for c, v in rec.items()}) for ln, rec in zip(lines, df.to_dict("records"))]
+    rows = [(ln, {c: plain(v) for c, v in rec.items()}) for ln, rec in zip(lines, df.to_dict("records"))]
     return [str(c) for c in df.columns], rows, "line"
 
 
@@ -92,7 +71,7 @@ def _rows_parquet(path: Path) -> tuple[list[str], list[tuple[int, dict]], str]:
         df = pd.read_parquet(path)
     except Exception as e:  # pyarrow raises ArrowInvalid (a ValueError) and OSError variants
         raise ManifestError(str(path), f"not a readable Parquet file ({type(e).__name__}: {e})") from e
-    rows = [(i + 1, {str(c): _plain(v) for c, v in rec.items()}) for i, rec in enumerate(df.to_dict("records"))]
+    rows = [(i + 1, {str(c): plain(v) for c, v in rec.items()}) for i, rec in enumerate(df.to_dict("records"))]
     return [str(c) for c in df.columns], rows, "row"
 
 
@@ -115,7 +94,7 @@ def _rows_jsonl(path: Path) -> tuple[list[str], list[tuple[int, dict]], str]:
 
 
 def _seconds(path: Path, v: Any, where: str, ln: int, column: str) -> float | None:
-    v = _plain(v)
+    v = plain(v)
     if v is None or (isinstance(v, str) and not v.strip()):
         return None
     try:
@@ -197,7 +176,7 @@ def read_manifest(path: str | Path) -> list[Clip]:
         clips.append(Clip(clip_id=clip_id, path=_resolve(path, value, where, ln, path_col),
                           caption=_text(rec.get(caption_col)) if caption_col else "",
                           start_sec=start, end_sec=end,
-                          metadata={str(k): _plain(v) for k, v in rec.items() if k not in used}))
+                          metadata={str(k): plain(v) for k, v in rec.items() if k not in used}))
     return clips
 
 

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Iterable
@@ -33,6 +31,7 @@ from typing import Any, Iterable
 import numpy as np
 import pyarrow as pa
 
+from ._io import atomic_write, plain
 from .errors import FingerprintMismatchError, IndexNotFoundError, MotiveIndexError
 
 DB_DIRNAME = "lancedb"
@@ -139,40 +138,6 @@ def _in_filter(column: str, values: list[str]) -> str:
 def _chunks(xs: list, n: int) -> Iterable[list]:
     for i in range(0, len(xs), n):
         yield xs[i:i + n]
-
-
-def _json_safe(x: Any) -> Any:
-    """Metadata to plain JSON: numpy scalars/arrays to Python, non-finite floats to None, dates to ISO text."""
-    if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _json_safe(x.tolist())
-    if isinstance(x, np.generic):
-        return _json_safe(x.item())
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, (_dt.datetime, _dt.date)):
-        return x.isoformat()
-    return x
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _now() -> _dt.datetime:
@@ -298,7 +263,7 @@ class ClipStore:
         fp_file = index_dir / FINGERPRINT_FILE
         text = json.dumps(store._fingerprint, indent=2, sort_keys=True) + "\n"
         if not fp_file.exists() or fp_file.read_text(encoding="utf-8") != text:
-            _atomic_write_text(fp_file, text)
+            atomic_write(fp_file, text)
         return store
 
     # ---- properties -----------------------------------------------------------------------------------------
@@ -386,7 +351,7 @@ class ClipStore:
         if not isinstance(metadata, dict):
             raise ValueError(f"clip {clip_id!r}: metadata={metadata!r} is invalid: a dict")
         try:
-            meta_text = json.dumps(_json_safe(metadata), sort_keys=True, allow_nan=False)
+            meta_text = json.dumps(plain(metadata), sort_keys=True, allow_nan=False)
         except (TypeError, ValueError) as e:
             raise ValueError(f"clip {clip_id!r}: metadata is not JSON-able ({e})") from e
         if "vector" not in rec:
