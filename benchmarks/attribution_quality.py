@@ -26,6 +26,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=12)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("-k", type=int, default=10)
+    ap.add_argument("--motion", choices=["object", "all"], default=None, help="the flow mask's motion kind "
+                    "(default: MaskConfig's)")
     args = ap.parse_args()
 
     from motive_index.demo import run_demo
@@ -34,13 +36,16 @@ def main() -> None:
     for seed in args.seeds:
         with tempfile.TemporaryDirectory() as tmp:
             r = run_demo(tmp, n_clips=args.clips, n_queries=args.queries, steps=args.steps, k=args.k, seed=seed,
-                         quiet=True, echo=lambda *_: None)
+                         quiet=True, echo=lambda *_: None, motion=args.motion)
         rows.append((seed, r["share"]["flow"], r["share"]["none"], r["chance"]))
         print(f"seed {seed}: flow {rows[-1][1]:.3f}  none {rows[-1][2]:.3f}  chance {rows[-1][3]:.3f}",
               file=sys.stderr)
     print(f"\nmachine: {machine()}")
+    from motive_index.config import MaskConfig
+
+    motion = args.motion or MaskConfig().motion
     print(f"tiny Wan fine-tuned {args.steps} steps on {args.clips} synthetic clips; {args.queries} held-out "
-          f"queries per seed; share of the top-{args.k} with the query's motion class\n")
+          f"queries per seed; share of the top-{args.k} with the query's motion class; flow mask motion={motion}\n")
     print("| seed | --mask flow | --mask none | chance |")
     print("|---|---:|---:|---:|")
     for seed, f, n, c in rows:

@@ -18,7 +18,7 @@ import numpy as np
 
 from ._io import atomic_write
 from .config import EstimatorConfig, MaskConfig, ProjectionConfig
-from .errors import IndexNotFoundError, MotiveIndexError
+from .errors import FingerprintMismatchError, IndexNotFoundError, MotiveIndexError
 from .types import Hit
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,16 @@ def _model_ref(model: str | Path) -> str:
     return "tiny" if str(model) == "tiny" else str(Path(model).expanduser().resolve())
 
 
+def compute_mask(video: str | Path, mask: MaskConfig, spec=None, start_sec=None, end_sec=None):
+    """The motion mask of a video as the build sees it: (standardized frames (T,H,W,3) uint8, MotionMask)."""
+    from .config import VideoSpec
+    from .motion import motion_mask
+    from .video import load_video
+
+    std = load_video(str(video), spec or VideoSpec(), start_sec=start_sec, end_sec=end_sec)
+    return std.frames, motion_mask(std.frames, mask)
+
+
 class MotiveIndex:
     """An attribution index on disk: a LanceDB store (the truth), a FAISS index (derived), and its model."""
 
@@ -75,13 +85,15 @@ class MotiveIndex:
 
     # ----- building ------------------------------------------------------------------------------------------
     @classmethod
-    def build(cls, manifest: str | Path | list, model: str | Path, index: str | Path, *, mask: str = "flow",
+    def build(cls, manifest: str | Path | list, model: str | Path, index: str | Path, *,
+              mask: str | MaskConfig = "flow", motion: str | None = None,
               dim: int = 512, projection_seed: int = 0, timestep: int = 751, noise_seed: int = 0,
               device: str = "cpu", batch: int = 16, progress: Progress | None = None
               ) -> tuple["MotiveIndex", BuildReport]:
         """Embed every clip of ``manifest`` not yet in the store at ``index`` (creating it if needed).
 
-        Resumable: clips already stored are skipped, finished clips are written every ``batch`` clips, and a
+        ``mask``: ``'flow'``, ``'none'`` or a full :class:`MaskConfig`; ``motion``: ``'object'`` or ``'all'``
+        (with a mask kind; defaults to MaskConfig's). Resumable: clips already stored are skipped, finished clips are written every ``batch`` clips, and a
         clip that fails (bad video, NaN gradient) is recorded with its reason while the build goes on.
         """
         from .backbones import load_backbone
@@ -92,7 +104,11 @@ class MotiveIndex:
         t_start = time.perf_counter()
         clips = manifest if isinstance(manifest, list) else read_manifest(manifest)
         backbone = load_backbone(model, device=device)
-        engine = GradientEngine(backbone, MaskConfig(kind=mask), EstimatorConfig(timestep=timestep,
+        if not isinstance(mask, MaskConfig):
+            mask = MaskConfig(kind=mask, **({"motion": motion} if motion else {}))
+        elif motion and motion != mask.motion:
+            raise ValueError(f"motion={motion!r} contradicts the MaskConfig's motion={mask.motion!r}")
+        engine = GradientEngine(backbone, mask, EstimatorConfig(timestep=timestep,
                                 noise_seed=noise_seed), ProjectionConfig(dim=dim, seed=projection_seed))
         index_dir = Path(index)
         store = ClipStore.create(index_dir, engine.fingerprint(), dim)   # refuses another fingerprint
@@ -190,8 +206,14 @@ class MotiveIndex:
         return rank(self._ensure_index(), self.store, vector, k=k, negative=negative)
 
     def query(self, video: str | Path, prompt: str = "", k: int = 10, negative: bool = False,
-              start_sec: float | None = None, end_sec: float | None = None) -> QueryResult:
-        """The training clips that most influenced (``negative``: most opposed) the motion of ``video``."""
+              start_sec: float | None = None, end_sec: float | None = None, motion: str | None = None
+              ) -> QueryResult:
+        """The training clips that most influenced (``negative``: most opposed) the motion of ``video``.
+
+        Queries are made under the index's fingerprint; ``motion``, if given, must be the index's."""
+        stored = self.store.fingerprint["mask"].get("motion")
+        if motion is not None and motion != stored:
+            raise FingerprintMismatchError("mask.motion", stored, motion)
         t0 = time.perf_counter()
         self._ensure_engine()
         t1 = time.perf_counter()

@@ -79,6 +79,31 @@ def _device(ctx, param, value: str) -> str:
     return value
 
 
+def _mask_options(f):
+    """--motion, --flow, --flow-model, --normalize: how the motion mask is made (all part of the fingerprint)."""
+    from .config import FLOW_METHODS, MOTION_KINDS, NORMALIZATIONS
+
+    f = click.option("--normalize", type=click.Choice(NORMALIZATIONS), default=None,
+                     help="minmax (the paper's, default) or percentile (robust to outlier pixels).")(f)
+    f = click.option("--flow-model", default=None, type=click.Path(exists=True, dir_okay=False),
+                     help="With --flow learned: your exported flow model (.pt2 or TorchScript .pt).")(f)
+    f = click.option("--flow", type=click.Choice(FLOW_METHODS), default=None,
+                     help="Optical flow estimator (default dis).")(f)
+    f = click.option("--motion", type=click.Choice(MOTION_KINDS), default=None,
+                     help="object: subtract the camera's motion; all: keep it (the paper's mask).")(f)
+    return f
+
+
+def _mask_config(kind: str = "flow", motion=None, flow=None, flow_model=None, normalize=None):
+    from .config import MaskConfig
+
+    given = {"motion": motion, "flow": flow, "flow_model": flow_model, "normalize": normalize}
+    try:
+        return MaskConfig(kind=kind, **{k: v for k, v in given.items() if v is not None})
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+
+
 _DEVICE = click.option("--device", default="cpu", show_default=True, callback=_device,
                        help="cpu, cuda or cuda:N.")
 
@@ -146,16 +171,18 @@ def finetune(manifest, model, out_dir, steps, lr, batch_size, seed, device, quie
 @click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--mask", type=click.Choice(["flow", "none"]), default="flow", show_default=True,
               help="flow: the motion-weighted loss; none: the ordinary loss (baseline).")
+@_mask_options
 @click.option("--dim", default=512, show_default=True, type=click.IntRange(1), help="Projected dimensions.")
 @_DEVICE
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", is_flag=True)
-def build(manifest, model, index_dir, mask, dim, device, as_json, quiet):
+def build(manifest, model, index_dir, mask, motion, flow, flow_model, normalize, dim, device, as_json, quiet):
     """Embed MANIFEST's clips into the index at --index (resumes; skips clips already stored)."""
     from .api import MotiveIndex
 
+    cfg = _mask_config(mask, motion, flow, flow_model, normalize)
     with _bar("build", quiet) as bar:
-        _, report = MotiveIndex.build(manifest, model, index_dir, mask=mask, dim=dim, device=device, progress=bar)
+        _, report = MotiveIndex.build(manifest, model, index_dir, mask=cfg, dim=dim, device=device, progress=bar)
     stages = ", ".join(f"{k} {v:.2f}s" for k, v in report.stage_seconds.items())
     text = (f"added {report.added}, already stored {report.skipped}, failed {len(report.failed)}; "
             f"index size {report.size}; {report.seconds:.1f}s ({stages})")
@@ -173,19 +200,64 @@ def build(manifest, model, index_dir, mask, dim, device, as_json, quiet):
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1))
 @click.option("--negative", is_flag=True, help="Return the most opposed clips (most negative scores).")
 @click.option("--model", default=None, help="Override the model recorded in the index (same identity).")
+@click.option("--motion", type=click.Choice(["object", "all"]), default=None,
+              help="Must match the index's (it is part of the fingerprint); checked, not changed.")
 @_DEVICE
 @click.option("--json", "as_json", is_flag=True)
-def query(video, index_dir, prompt, k, negative, model, device, as_json):
+def query(video, index_dir, prompt, k, negative, model, motion, device, as_json):
     """The training clips that most influenced the motion of VIDEO."""
     from .api import MotiveIndex
 
     result = MotiveIndex.open(index_dir, device=device, model=model).query(video, prompt=prompt, k=k,
-                                                                          negative=negative)
+                                                                          negative=negative, motion=motion)
     lines = [f"{'rank':>4}  {'score':>7}  clip_id / caption"]
     for h in result.hits:
         lines.append(f"{h.rank:>4}  {h.score:>7.4f}  {h.clip_id}  {h.caption}")
     lines.append("time: " + ", ".join(f"{k} {v * 1000:.0f}ms" for k, v in result.timings.items()))
     _emit(result.to_dict(), as_json, "\n".join(lines))
+
+
+@main.command()
+@click.argument("video", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="FILE.npy (float32 (frames, height, width) in [0, 1]), FILE.png (a contact sheet) or FILE.mp4.")
+@click.option("--model", default=None, help="Standardize to this model's shape ('tiny' or a model directory).")
+@click.option("--index", "index_dir", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="Use this index's shape and mask settings (options given here override them).")
+@_mask_options
+@click.option("--json", "as_json", is_flag=True)
+def mask(video, out, model, index_dir, motion, flow, flow_model, normalize, as_json):
+    """Write the motion mask of VIDEO, on its standardized frames, as the build would compute it."""
+    from .api import MotiveIndex, compute_mask
+    from .backbones import read_spec
+    from .config import MaskConfig, VideoSpec
+    from .report import MASK_SUFFIXES, write_mask
+
+    if out.suffix.lower() not in MASK_SUFFIXES:
+        raise click.BadParameter(f"{str(out)!r}: use a .npy, .png or .mp4 file", param_hint="--out")
+    if index_dir is not None and model is not None:
+        raise click.UsageError("give --model or --index, not both")
+    base, spec = MaskConfig(), VideoSpec()
+    if index_dir is not None:
+        fp = MotiveIndex.open(index_dir).store.fingerprint
+        base, spec = MaskConfig.from_dict(fp["mask"]), VideoSpec.from_dict(fp["video"])
+    elif model is not None:
+        spec = read_spec(model)
+    given = {"motion": motion, "flow": flow, "flow_model": flow_model, "normalize": normalize}
+    try:
+        cfg = MaskConfig.from_dict({**base.to_dict(), "kind": "flow",
+                                    **{k: v for k, v in given.items() if v is not None}})
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    frames, mm = compute_mask(video, cfg, spec)
+    path = write_mask(out, frames, mm.weight, spec.fps)
+    d = {"out": str(path), "shape": list(mm.weight.shape), "static": mm.static, "max_flow_px": mm.max_flow_px,
+         "mask": cfg.to_dict(), **mm.info}
+    _emit(d, as_json, f"wrote {path}: {mm.weight.shape[0]} frames of {mm.weight.shape[1]}x{mm.weight.shape[2]}, "
+                      f"motion {cfg.motion}, flow {cfg.flow}, max flow {mm.max_flow_px:.2f}px"
+                      + (", static (uniform weight)" if mm.static else "")
+                      + (f", camera fitted on {mm.info['camera_fits']}/{mm.info['camera_pairs']} frame pairs"
+                         if "camera_fits" in mm.info else ""))
 
 
 @main.command()

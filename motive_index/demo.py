@@ -22,7 +22,8 @@ def _appearance(meta: dict) -> str:
 
 
 def run_demo(workdir: str | Path, n_clips: int = 48, n_queries: int = 12, steps: int = 300, k: int = 10,
-             seed: int = 0, quiet: bool = False, echo: Callable[[str], None] = print, bar=None) -> dict:
+             seed: int = 0, quiet: bool = False, echo: Callable[[str], None] = print, bar=None,
+             motion: str | None = None) -> dict:
     from .api import MotiveIndex
     from .backbones import build_tiny
     from .errors import MotiveIndexError
@@ -70,7 +71,7 @@ def run_demo(workdir: str | Path, n_clips: int = 48, n_queries: int = 12, steps:
         t = time.perf_counter()
         with bar_cb(f"build --mask {mask}") as cb:
             idx, brep = MotiveIndex.build(train, workdir / "model", workdir / f"index-{mask}", mask=mask,
-                                          progress=cb)
+                                          motion=motion if mask == "flow" else None, progress=cb)
         stage[f"build ({mask})"] = time.perf_counter() - t
         per_clip = {s: v / max(brep.added, 1) * 1000 for s, v in brep.stage_seconds.items()}
         echo(f"[build --mask {mask}] {brep.size} clips in {stage[f'build ({mask})']:.1f}s; per clip: "

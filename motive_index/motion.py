@@ -1,18 +1,26 @@
-"""Motion: dense optical flow, its magnitude, the paper's min-max weight, and that weight on the latent grid.
+"""Motion: dense optical flow, camera compensation, magnitude, the weight W, and W on the latent grid.
 
-First version: OpenCV DIS flow between consecutive standardized frames, ``M = ||flow||₂``, the global min-max
-weight ``W = (M - min M) / (max M - min M + 1e-6)`` over the whole clip, average-pooled onto the VAE's latent
-grid from the backbone's own compression factors. Camera compensation and other estimators come later.
+    frames ─► flow (DIS | Farneback | a user's exported model) ─► [object: minus the camera's global motion]
+           ─► per-frame magnitude M ─► W = normalize(M) in [0, 1] ─► mean-pooled onto the VAE's latent grid
+
+The camera's motion between two frames is a homography (or similarity) fitted with RANSAC to sparse
+Lucas–Kanade tracks of points spread on a regular grid; the grid keeps a large, strongly textured moving object
+from owning the fit (it holds only the cells it covers), and a forward–backward check drops unreliable tracks.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 from .config import MaskConfig
+
+# A clip is static when this percentile of its flow magnitude is below MaskConfig.static_px: high enough that a
+# small mover (the rim of a growing shape: ~1% of the pixels) counts as motion, low enough to ignore a few spikes.
+STATIC_PERCENTILE = 99.9
 
 _DIS_PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
@@ -20,17 +28,188 @@ _DIS_PRESETS = {
     "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
 }
 
-# Below this range of flow magnitude (pixels) over a whole clip, the clip is treated as static.
-STATIC_RANGE_PX = 1e-3
+
+# ----------------------------------------------------------------------------------------- flow estimators
 
 
-def flow_fields(frames: np.ndarray, preset: str = "medium") -> np.ndarray:
-    """frames: (T, H, W, 3) uint8 RGB -> (T-1, H, W, 2) float32 flow from frame t to t+1, in pixels."""
+class FlowEstimator(ABC):
+    """Dense flow from one grayscale frame to the next: (H, W) uint8 x 2 -> (H, W, 2) float32, in pixels."""
+
+    name: str
+
+    @abstractmethod
+    def flow(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray: ...
+
+
+class DISFlow(FlowEstimator):
+    """OpenCV's DIS (dense inverse search): no weights, fast on a CPU. The default.
+
+    ``preset='auto'``: ``fast`` below 128 px on the shorter side, ``medium`` from there up."""
+
+    def __init__(self, preset: str = "auto"):
+        self.name = f"dis-{preset}"
+        self.preset = preset
+        self._dis: dict[str, cv2.DISOpticalFlow] = {}
+
+    def flow(self, prev, nxt):
+        preset = self.preset if self.preset != "auto" else ("fast" if min(prev.shape) < 128 else "medium")
+        dis = self._dis.get(preset)
+        if dis is None:
+            dis = self._dis[preset] = cv2.DISOpticalFlow_create(_DIS_PRESETS[preset])
+        return dis.calc(prev, nxt, None)
+
+
+class FarnebackFlow(FlowEstimator):
+    """OpenCV's Farnebäck polynomial-expansion flow; the window scales with the frame size."""
+
+    name = "farneback"
+
+    def flow(self, prev, nxt):
+        win = max(9, int(round(min(prev.shape) / 16)) | 1)
+        return cv2.calcOpticalFlowFarneback(prev, nxt, None, pyr_scale=0.5, levels=4, winsize=win, iterations=3,
+                                            poly_n=5, poly_sigma=1.1, flags=0)
+
+
+class LearnedFlow(FlowEstimator):
+    """A learned estimator the user exported from their own weights (e.g. RAFT): nothing is downloaded.
+
+    ``path``: a ``torch.export`` program (``.pt2``) or a TorchScript module (``.pt``) called as
+    ``model(frame1, frame2)`` with RGB-as-gray float tensors (1, 3, H, W) in [-1, 1], H and W padded to a
+    multiple of 8, returning (1, 2, H, W) flow in pixels or a list of such (RAFT's refinements; the last is used).
+    """
+
+    def __init__(self, path: str, device: str = "cpu"):
+        import torch
+
+        self.name = f"learned:{path}"
+        self._torch = torch
+        self.device = torch.device(device)
+        try:
+            if str(path).endswith(".pt2"):
+                self._model = torch.export.load(str(path)).module()
+            else:
+                self._model = torch.jit.load(str(path), map_location=self.device)
+        except (OSError, RuntimeError, ValueError) as e:
+            raise ValueError(f"flow_model={str(path)!r} could not be loaded as a torch.export (.pt2) or "
+                             f"TorchScript (.pt) flow model: {e}") from e
+        self._model.to(self.device)
+
+    def flow(self, prev, nxt):
+        torch = self._torch
+        h, w = prev.shape
+        ph, pw = -h % 8, -w % 8
+
+        def prep(g):  # (H, W) uint8 -> (1, 3, H+ph, W+pw) in [-1, 1]
+            t = torch.from_numpy(g).float().div(127.5).sub(1.0)[None, None].expand(1, 3, h, w)
+            return torch.nn.functional.pad(t, (0, pw, 0, ph), mode="replicate").to(self.device)
+
+        with torch.no_grad():
+            out = self._model(prep(prev), prep(nxt))
+        if isinstance(out, (list, tuple)):
+            out = out[-1]
+        return out[0, :, :h, :w].permute(1, 2, 0).float().cpu().numpy()
+
+
+def make_flow_estimator(cfg: MaskConfig) -> FlowEstimator:
+    if cfg.flow == "dis":
+        return DISFlow(cfg.dis_preset)
+    if cfg.flow == "farneback":
+        return FarnebackFlow()
+    return LearnedFlow(cfg.flow_model)
+
+
+def _gray(frames: np.ndarray) -> list[np.ndarray]:
+    return [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
+
+
+def flow_fields(frames: np.ndarray, estimator: FlowEstimator | str = "auto") -> np.ndarray:
+    """frames: (T, H, W, 3) uint8 RGB -> (T-1, H, W, 2) float32 flow from frame t to t+1, in pixels.
+
+    ``estimator`` may be a DIS preset name, for convenience."""
     if frames.ndim != 4 or frames.shape[0] < 2:
         raise ValueError(f"flow needs (T>=2, H, W, 3) frames, got shape {frames.shape}")
-    dis = cv2.DISOpticalFlow_create(_DIS_PRESETS[preset])
-    gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
-    return np.stack([dis.calc(gray[t], gray[t + 1], None) for t in range(len(gray) - 1)]).astype(np.float32)
+    est = DISFlow(estimator) if isinstance(estimator, str) else estimator
+    gray = _gray(frames)
+    return np.stack([est.flow(gray[t], gray[t + 1]) for t in range(len(gray) - 1)]).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------- camera motion
+
+
+@dataclass(frozen=True)
+class CameraFit:
+    """The global motion between two frames: a 3x3 matrix (identity when no fit was trusted)."""
+
+    matrix: np.ndarray
+    ok: bool
+    tracks: int
+    inlier_ratio: float
+
+
+def _grid_points(h: int, w: int, cells: int = 16) -> np.ndarray:
+    """(N, 1, 2) float32 points on a regular grid, a border of one step left out."""
+    step = max(2.0, min(h, w) / cells)
+    ys = np.arange(step, h - step + 1e-6, step)
+    xs = np.arange(step, w - step + 1e-6, step)
+    return np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 1, 2).astype(np.float32)
+
+
+def fit_camera(prev: np.ndarray, nxt: np.ndarray, model: str = "homography", min_tracks: int = 12,
+               min_inliers: float = 0.3) -> CameraFit:
+    """Fit the camera's motion from ``prev`` to ``nxt`` (grayscale uint8) with RANSAC on grid LK tracks."""
+    h, w = prev.shape
+    p0 = _grid_points(h, w)
+    lk = dict(winSize=(9, 9) if min(h, w) < 160 else (15, 15), maxLevel=3, minEigThreshold=1e-4,
+              criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01))
+    p1, st, _ = cv2.calcOpticalFlowPyrLK(prev, nxt, p0, None, **lk)
+    back, st_b, _ = cv2.calcOpticalFlowPyrLK(nxt, prev, p1, None, **lk)
+    good = (st[:, 0] == 1) & (st_b[:, 0] == 1) & (np.linalg.norm((back - p0)[:, 0], axis=1) < 0.5)
+    a, b = p0[good, 0], p1[good, 0]
+    identity = np.eye(3)
+    if len(a) < min_tracks:
+        return CameraFit(identity, False, int(len(a)), 0.0)
+    thresh = max(0.5, 0.01 * min(h, w))
+    if model == "homography":
+        m, inl = cv2.findHomography(a, b, cv2.RANSAC, ransacReprojThreshold=thresh, maxIters=2000,
+                                    confidence=0.995)
+    else:
+        m2, inl = cv2.estimateAffinePartial2D(a, b, method=cv2.RANSAC, ransacReprojThreshold=thresh,
+                                              maxIters=2000, confidence=0.995)
+        m = None if m2 is None else np.vstack([m2, [0.0, 0.0, 1.0]])
+    if m is None or inl is None:
+        return CameraFit(identity, False, int(len(a)), 0.0)
+    ratio = float(inl.mean())
+    if ratio < min_inliers or not np.all(np.isfinite(m)):
+        return CameraFit(identity, False, int(len(a)), ratio)
+    return CameraFit(m, True, int(len(a)), ratio)
+
+
+def camera_flow(matrix: np.ndarray, h: int, w: int) -> np.ndarray:
+    """The (H, W, 2) flow a global motion ``matrix`` (3x3) induces at every pixel."""
+    xs, ys = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
+    pts = np.stack([xs, ys, np.ones_like(xs)], -1) @ matrix.T        # (H, W, 3)
+    moved = pts[..., :2] / pts[..., 2:3]
+    return (moved - np.stack([xs, ys], -1)).astype(np.float32)
+
+
+def compensate(frames: np.ndarray, flows: np.ndarray, model: str = "homography"
+               ) -> tuple[np.ndarray, list[CameraFit], np.ndarray]:
+    """Subtract the camera's motion from each flow field.
+
+    Returns the (T-1, H, W, 2) residual flows, the fits, and the camera's mean speed per pair (px/frame)."""
+    gray = _gray(frames)
+    h, w = gray[0].shape
+    fits = [fit_camera(gray[t], gray[t + 1], model) for t in range(len(gray) - 1)]
+    residual = np.empty_like(flows, dtype=np.float32)
+    speed = np.zeros(len(fits))
+    for t, f in enumerate(fits):
+        cam = camera_flow(f.matrix, h, w) if f.ok else np.zeros((h, w, 2), np.float32)
+        residual[t] = flows[t] - cam
+        speed[t] = float(np.linalg.norm(cam, axis=-1).mean())
+    return residual, fits, speed
+
+
+# ----------------------------------------------------------------------------------------- the weight
 
 
 def per_frame_magnitude(flow: np.ndarray) -> np.ndarray:
@@ -44,28 +223,56 @@ def per_frame_magnitude(flow: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class MotionMask:
-    """Pixel-resolution weight (T, H, W) in [0, 1] on the standardized frames, and whether the clip is static."""
+    """Pixel-resolution weight (T, H, W) in [0, 1] on the standardized frames, and what was seen making it."""
 
     weight: np.ndarray
     static: bool
     max_flow_px: float
+    info: dict = field(default_factory=dict)
 
 
-def motion_mask(frames: np.ndarray, cfg: MaskConfig) -> MotionMask:
-    """The motion weight of a standardized clip. ``kind='none'`` gives W = 1 (the unmasked baseline).
+def _interior(mag: np.ndarray, camera_speed: float) -> np.ndarray:
+    """Leave out the band along the frame's edges where a moving camera reveals new content (there flow, and so
+    the compensation, is guesswork): twice the camera's speed plus 2 px, at most a quarter of the frame."""
+    c = int(np.ceil(2 * camera_speed)) + 2 if camera_speed > 0 else 0
+    h, w = mag.shape[1:]
+    if c == 0 or 4 * c >= min(h, w):
+        return mag
+    return mag[:, c:-c, c:-c]
 
-    A clip whose flow magnitude is (near) constant has no motion to weight: it gets a uniform weight and
-    ``static=True`` rather than a zero mask (which would give a zero gradient) or NaN.
+
+def normalize_weight(mag: np.ndarray, cfg: MaskConfig) -> np.ndarray:
+    """The paper's global min-max, or min to the ``percentile``-th value (clipped to [0, 1])."""
+    lo = float(mag.min())
+    hi = float(mag.max()) if cfg.normalize == "minmax" else float(np.percentile(mag, cfg.percentile))
+    return np.clip((mag - lo) / (hi - lo + 1e-6), 0.0, 1.0).astype(np.float32)
+
+
+def motion_mask(frames: np.ndarray, cfg: MaskConfig, estimator: FlowEstimator | None = None) -> MotionMask:
+    """The motion weight of a standardized clip (T, H, W, 3) uint8. ``kind='none'`` gives W = 1.
+
+    A clip without motion (the 99.9th-percentile magnitude below ``static_px``, or with ``motion='object'``
+    below ``camera_noise`` times the camera's speed: a pure camera move over a still scene) gets a uniform weight and ``static=True`` rather than a
+    mask of amplified noise, a zero mask (a zero gradient) or NaN.
     """
     t, h, w = frames.shape[:3]
     if cfg.kind == "none":
         return MotionMask(np.ones((t, h, w), np.float32), static=False, max_flow_px=float("nan"))
-    mag = per_frame_magnitude(flow_fields(frames, cfg.dis_preset))   # (T, H, W)
-    lo, hi = float(mag.min()), float(mag.max())
-    if hi - lo < STATIC_RANGE_PX:
-        return MotionMask(np.ones((t, h, w), np.float32), static=True, max_flow_px=hi)
-    weight = (mag - lo) / (hi - lo + 1e-6)
-    return MotionMask(weight.astype(np.float32), static=False, max_flow_px=hi)
+    flows = flow_fields(frames, estimator or make_flow_estimator(cfg))    # (T-1, H, W, 2)
+    info: dict = {}
+    static_level = cfg.static_px
+    if cfg.motion == "object":
+        flows, fits, speed = compensate(frames, flows, cfg.camera_model)
+        cam_speed = float(np.median(speed))
+        info = {"camera_fits": sum(f.ok for f in fits), "camera_pairs": len(fits),
+                "camera_speed_px": round(cam_speed, 3)}
+        # what is left after removing a moving camera is partly the fit's own error: motion that small
+        # against the camera's speed is not counted as motion in the scene
+        static_level = max(static_level, cfg.camera_noise * cam_speed)
+    mag = per_frame_magnitude(flows)                                        # (T, H, W)
+    if float(np.percentile(_interior(mag, info.get("camera_speed_px", 0.0)), STATIC_PERCENTILE)) < static_level:
+        return MotionMask(np.ones((t, h, w), np.float32), static=True, max_flow_px=float(mag.max()), info=info)
+    return MotionMask(normalize_weight(mag, cfg), static=False, max_flow_px=float(mag.max()), info=info)
 
 
 def to_latent_grid(weight: np.ndarray, temporal_factor: int, spatial_factor: int,

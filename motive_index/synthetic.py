@@ -4,6 +4,13 @@ A coloured, textured shape over a static low-contrast gray noise background. The
 shape (or, for ``pan``, the camera) moves; the caption names only the appearance, never the motion, so
 anything that recovers the motion class from attribution got it from the pixels' motion, not the text.
 Deterministic given the seed.
+
+``camera`` adds camera motion on top of the object's: with ``camera="pan"`` the frame is the world (background
++ the object moving by its motion class) seen through a view that pans in a straight line at constant speed.
+The motion class ``pan`` is itself a camera pan over a static world, so for it ``camera`` changes nothing.
+``camera="static"`` (the default) renders exactly what it always has; the camera's randomness comes from its
+own generator, never from the clip's main stream. :func:`moving_mask` gives the pixels of what moves in the
+world, the ground truth for masks that subtract the camera's motion.
 """
 
 from __future__ import annotations
@@ -16,21 +23,26 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
-__all__ = ["MOTIONS", "SHAPES", "COLOURS", "TEXTURES", "SynthSpec", "render_clip", "caption_for",
-           "generate_dataset"]
+__all__ = ["MOTIONS", "SHAPES", "COLOURS", "TEXTURES", "CAMERAS", "SynthSpec", "render_clip", "moving_mask",
+           "caption_for", "generate_dataset"]
 
 MOTIONS = ("translate", "rotate", "scale", "oscillate", "bounce", "pan")
 SHAPES = ("circle", "square", "triangle", "star")
 COLOURS = {"red": (220, 40, 40), "green": (40, 190, 60), "blue": (40, 80, 230), "yellow": (235, 210, 40),
            "purple": (150, 60, 200)}
 TEXTURES = ("solid", "striped", "checkered")
+CAMERAS = ("static", "pan")
 
 _RADIUS = 0.14  # object radius as a fraction of the shorter side (diameter ~28%)
 
 
 @dataclass(frozen=True)
 class SynthSpec:
-    """One synthetic clip: motion class, appearance, length and size, and the seed for everything random."""
+    """One synthetic clip: motion class, appearance, length and size, camera, and the seed for everything random.
+
+    ``camera="pan"`` pans the view over the world while the object moves in it by its motion class (for the
+    ``pan`` class, whose object is static in the world, it is the same clip as ``camera="static"``).
+    """
 
     motion: str
     shape: str
@@ -41,10 +53,11 @@ class SynthSpec:
     height: int = 96
     width: int = 128
     seed: int = 0
+    camera: str = "static"
 
     def __post_init__(self):
         for name, allowed in (("motion", MOTIONS), ("shape", SHAPES), ("colour", tuple(COLOURS)),
-                              ("texture", TEXTURES)):
+                              ("texture", TEXTURES), ("camera", CAMERAS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"SynthSpec: {name}={getattr(self, name)!r} is invalid; allowed: {allowed}")
         if not (isinstance(self.frames, int) and self.frames >= 2):
@@ -198,13 +211,49 @@ def _trajectory(spec: SynthSpec, rng: np.random.Generator, r: float):
     return xy, angle, scale, cam, world
 
 
+def _camera_pan(spec: SynthSpec, xy: np.ndarray, r: float):
+    """For ``camera="pan"``: the object's centre in the frame (N, 2), the view's top-left in world px (N, 2) and
+    the world's size (h, w).
+
+    The view moves in a straight line at a constant 1-2.5 px/frame (scaled by ``min(h, w) / 96``) in a random
+    direction, over at most half the room an object of radius ``r`` has in the frame. The object keeps its
+    own trajectory ``xy`` in the world, shrunk about its centre only if object and camera motion together
+    would carry it out of the frame. Randomness from ``default_rng([seed, 1])``, not the clip's main stream.
+    """
+    rng = np.random.default_rng([spec.seed, 1])
+    n, h, w = spec.frames, spec.height, spec.width
+    i = np.arange(n, dtype=np.float64)
+    room = _room(h, w, r)  # (2,)
+    speed = rng.uniform(1.0, 2.5) * min(h, w) / 96  # px / frame
+    d = _fit(_direction(rng) * speed * (n - 1), room / 2)  # total camera travel (2,)
+    path = (i / (n - 1))[:, None] * d[None, :] - d / 2  # (N, 2) centred on 0
+    lo, hi = xy.min(0), xy.max(0)
+    span, free = hi - lo, room - np.abs(d)
+    shrink = min([1.0] + [free[k] / span[k] for k in range(2) if span[k] > 1e-9])
+    rel = (xy - (lo + hi) / 2) * shrink - path  # (N, 2): the world moves by -path in the frame
+    rlo, rhi = rel.min(0), rel.max(0)
+    obj = rel - (rlo + rhi) / 2 + np.array([w / 2, h / 2]) + rng.uniform(-0.5, 0.5, 2) * np.maximum(
+        room - (rhi - rlo), 0)
+    pad = np.ceil(np.abs(d)).astype(int) + 4
+    return obj, path + pad / 2, (h + int(pad[1]), w + int(pad[0]))
+
+
+def _view(world: np.ndarray, top_left: np.ndarray, h: int, w: int) -> np.ndarray:
+    """The (h, w) window of ``world`` whose top-left corner is at sub-pixel ``top_left`` (x, y), bilinear."""
+    return cv2.getRectSubPix(world, (w, h), (float(top_left[0] + (w - 1) / 2), float(top_left[1] + (h - 1) / 2)))
+
+
 def render_clip(spec: SynthSpec) -> tuple[np.ndarray, np.ndarray]:
     """Frames uint8 (N, H, W, 3) RGB and the object's ground-truth mask bool (N, H, W)."""
     rng = np.random.default_rng(spec.seed)
     n, h, w = spec.frames, spec.height, spec.width
     r = _RADIUS * min(h, w)
     extent = r * np.linalg.norm(_polygon(spec.shape), axis=1).max()  # farthest point from the centre, px
-    xy, angle, scale, cam, (wh, ww) = _trajectory(spec, rng, extent * (1.4 if spec.motion == "scale" else 1.0))
+    r_room = extent * (1.4 if spec.motion == "scale" else 1.0)
+    xy, angle, scale, cam, (wh, ww) = _trajectory(spec, rng, r_room)
+    panned = spec.camera == "pan" and spec.motion != "pan"
+    if panned:  # the object moves in the world by its class while the view pans over it
+        xy, cam, (wh, ww) = _camera_pan(spec, xy, r_room)
     bg = _background(rng, wh, ww)  # (wh, ww, 3) float32
     rgb = COLOURS[spec.colour]
     frames = np.empty((n, h, w, 3), np.uint8)
@@ -214,15 +263,26 @@ def render_clip(spec: SynthSpec) -> tuple[np.ndarray, np.ndarray]:
         _draw(bg, world_mask, xy[0, 0], xy[0, 1], r, angle[0], spec.shape, rgb, spec.texture)
         world_mask = world_mask.astype(np.float32)
         for k in range(n):
-            centre = (float(cam[k, 0] + (w - 1) / 2), float(cam[k, 1] + (h - 1) / 2))
-            frames[k] = np.clip(cv2.getRectSubPix(bg, (w, h), centre) + 0.5, 0, 255).astype(np.uint8)
-            masks[k] = cv2.getRectSubPix(world_mask, (w, h), centre) > 0.5
+            frames[k] = np.clip(_view(bg, cam[k], h, w) + 0.5, 0, 255).astype(np.uint8)
+            masks[k] = _view(world_mask, cam[k], h, w) > 0.5
         return frames, masks
     for k in range(n):
-        img = bg.copy()  # (H, W, 3) float32
+        img = _view(bg, cam[k], h, w) if panned else bg.copy()  # (H, W, 3) float32
+        # xy is in frame px: drawn over the view, the object sits at xy + cam in the world
         _draw(img, masks[k], xy[k, 0], xy[k, 1], r * scale[k], angle[k], spec.shape, rgb, spec.texture)
         frames[k] = np.clip(img + 0.5, 0, 255).astype(np.uint8)
     return frames, masks
+
+
+def moving_mask(spec: SynthSpec, masks: np.ndarray) -> np.ndarray:
+    """The pixels of what moves in the world, bool (N, H, W), from ``render_clip``'s object masks.
+
+    The object moves in the world for every motion class but ``pan`` (a camera pan over a static world), where
+    nothing does; the camera's own motion is never counted. Ground truth for ``--motion object`` masks.
+    """
+    if spec.motion == "pan":
+        return np.zeros(masks.shape, bool)
+    return np.asarray(masks, bool).copy()
 
 
 # ---------------------------------------------------------------------------------------------- datasets
@@ -230,12 +290,14 @@ def render_clip(spec: SynthSpec) -> tuple[np.ndarray, np.ndarray]:
 
 def generate_dataset(out_dir: str | Path, n_clips: int, seed: int = 0, *, frames_range: tuple[int, int] = (17, 40),
                      fps: float = 8.0, height: int = 96, width: int = 128, prefix: str = "clip",
-                     motions: Sequence[str] = MOTIONS,
+                     motions: Sequence[str] = MOTIONS, cameras: Sequence[str] = ("static",),
                      progress: Callable[[int, int], None] | None = None) -> Path:
     """Write ``n_clips`` mp4 clips and ``manifest.csv`` to ``out_dir``; return the manifest's path.
 
-    Clip ``i`` gets ``motions[i % len(motions)]`` (balanced classes); appearance, length (in
-    ``frames_range``, both ends included) and the clip's seed are drawn from ``seed``.
+    Clip ``i`` gets ``motions[i % len(motions)]`` (balanced classes) and camera
+    ``cameras[(i // len(motions)) % len(cameras)]`` (each round of motion classes under the next camera);
+    appearance, length (in ``frames_range``, both ends included) and the clip's seed are drawn from ``seed``.
+    The manifest gets a ``camera`` column only when ``cameras`` is not the default ``("static",)``.
     """
     from .manifest import write_manifest
     from .video import write_video
@@ -250,6 +312,9 @@ def generate_dataset(out_dir: str | Path, n_clips: int, seed: int = 0, *, frames
     bad = [m for m in motions if m not in MOTIONS]
     if not motions or bad:
         raise ValueError(f"generate_dataset: motions={motions!r} is invalid; choose from {MOTIONS}")
+    cameras = tuple(cameras)
+    if not cameras or any(c not in CAMERAS for c in cameras):
+        raise ValueError(f"generate_dataset: cameras={cameras!r} is invalid; choose from {CAMERAS}")
     if height % 2 or width % 2:
         raise ValueError(f"generate_dataset: height={height}, width={width} must be even (mp4 yuv420p)")
     out = Path(out_dir)
@@ -260,12 +325,14 @@ def generate_dataset(out_dir: str | Path, n_clips: int, seed: int = 0, *, frames
         spec = SynthSpec(motion=motions[i % len(motions)], shape=str(rng.choice(SHAPES)),
                          colour=str(rng.choice(list(COLOURS))), texture=str(rng.choice(TEXTURES)),
                          frames=int(rng.integers(lo, hi + 1)), fps=fps, height=height, width=width,
-                         seed=int(rng.integers(2**31)))
+                         seed=int(rng.integers(2**31)), camera=cameras[(i // len(motions)) % len(cameras)])
         name = f"{prefix}_{i:04d}.mp4"
         write_video(out / name, render_clip(spec)[0], fps)
-        rows.append({"clip_id": f"{prefix}_{i:04d}", "path": name, "caption": caption_for(spec),
-                     "motion": spec.motion, "shape": spec.shape, "colour": spec.colour, "texture": spec.texture,
-                     "frames": spec.frames, "fps": spec.fps, "seed": spec.seed})
+        row = {"clip_id": f"{prefix}_{i:04d}", "path": name, "caption": caption_for(spec), "motion": spec.motion}
+        if cameras != ("static",):
+            row["camera"] = spec.camera
+        rows.append(row | {"shape": spec.shape, "colour": spec.colour, "texture": spec.texture,
+                           "frames": spec.frames, "fps": spec.fps, "seed": spec.seed})
         if progress is not None:
             progress(i + 1, n_clips)
     return write_manifest(out / "manifest.csv", rows)

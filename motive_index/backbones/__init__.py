@@ -12,7 +12,7 @@ from pathlib import Path
 from ..errors import ModelLoadError
 from .base import Backbone
 
-__all__ = ["Backbone", "load_backbone", "build_tiny"]
+__all__ = ["Backbone", "load_backbone", "build_tiny", "read_spec"]
 
 _FAMILIES = {"WanTransformer3DModel": "wan"}
 
@@ -21,6 +21,25 @@ def build_tiny(seed: int = 0, **overrides) -> Backbone:
     from .wan import WanBackbone
 
     return WanBackbone.tiny(seed=seed, **overrides)
+
+
+def read_spec(model: str | Path):
+    """The standard clip shape of a model without loading its weights (``'tiny'`` or a model directory)."""
+    from .wan import MOTIVE_CONFIG, PAPER_SPEC, TINY_SPEC
+    from ..config import VideoSpec
+
+    if str(model) == "tiny":
+        return TINY_SPEC
+    root = Path(model).expanduser()
+    if not (root / "transformer" / "config.json").is_file():
+        raise ModelLoadError(f"model {str(model)!r}: not a diffusers-format model directory (no "
+                             f"transformer/config.json) and not the preset 'tiny'")
+    extra = root / MOTIVE_CONFIG
+    if extra.is_file():
+        cfg = json.loads(extra.read_text())
+        if "spec" in cfg:
+            return VideoSpec.from_dict(cfg["spec"])
+    return PAPER_SPEC
 
 
 def load_backbone(model: str | Path, device: str = "cpu") -> Backbone:
