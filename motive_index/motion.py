@@ -10,6 +10,7 @@ from owning the fit (it holds only the cells it covers), and a forward–backwar
 
 from __future__ import annotations
 
+import zipfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
@@ -89,7 +90,7 @@ class LearnedFlow(FlowEstimator):
                 self._model = torch.export.load(str(path)).module()
             else:
                 self._model = torch.jit.load(str(path), map_location=self.device)
-        except (OSError, RuntimeError, ValueError) as e:
+        except (OSError, RuntimeError, ValueError, zipfile.BadZipFile) as e:
             raise ValueError(f"flow_model={str(path)!r} could not be loaded as a torch.export (.pt2) or "
                              f"TorchScript (.pt) flow model: {e}") from e
         self._model.to(self.device)

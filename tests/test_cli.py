@@ -161,3 +161,55 @@ def test_bad_options_are_usage_errors(runner, dataset, tmp_path):
     assert r.exit_code == 2 and "device" in r.output
     r = runner.invoke(main, ["finetune", str(dataset), "--out", str(tmp_path / "o"), "--lr", "-1"])
     assert r.exit_code == 2 and "lr" in r.output
+
+
+def test_mask_command_writes_npy_png_and_mp4(runner, dataset, tmp_path):
+    import cv2
+    import numpy as np
+
+    from motive_index.video import decode_video
+
+    clip = read_manifest(dataset)[0]
+    r = run(runner, "mask", clip.path, "--out", tmp_path / "m.npy", "--model", "tiny", "--json")
+    assert r.exit_code == 0, r.output
+    w = np.load(tmp_path / "m.npy")
+    assert w.dtype == np.float32 and w.shape == (17, 64, 64)  # the tiny model's standardized frames
+    assert 0.0 <= w.min() and w.max() <= 1.0 and w.max() > 0.9
+    assert json.loads(r.output)["shape"] == [17, 64, 64]
+    r = run(runner, "mask", clip.path, "--out", tmp_path / "m.png", "--motion", "object")
+    assert r.exit_code == 0, r.output
+    img = cv2.imread(str(tmp_path / "m.png"))
+    assert img is not None and img.shape[0] >= 192
+    r = run(runner, "mask", clip.path, "--out", tmp_path / "m.mp4")
+    assert r.exit_code == 0, r.output
+    frames, _ = decode_video(tmp_path / "m.mp4")
+    assert len(frames) == 17
+
+
+def test_mask_command_uses_an_index_settings_and_refuses_bad_input(runner, built_index, dataset, tmp_path):
+    import numpy as np
+
+    clip = read_manifest(dataset)[1]
+    r = run(runner, "mask", clip.path, "--out", tmp_path / "i.npy", "--index", built_index)
+    assert r.exit_code == 0, r.output
+    assert np.load(tmp_path / "i.npy").shape == (17, 64, 64)
+    r = runner.invoke(main, ["mask", clip.path, "--out", str(tmp_path / "m.gif")])
+    assert r.exit_code == 2 and ".npy" in r.output
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"junk")
+    r = runner.invoke(main, ["mask", str(bad), "--out", str(tmp_path / "b.npy")])
+    assert r.exit_code == 3 and "bad.mp4" in r.output
+
+
+def test_motion_kind_is_part_of_the_fingerprint(runner, built_index, dataset, model_dir, tmp_path):
+    clip = read_manifest(dataset)[0]
+    fp = json.loads(run(runner, "info", "--index", built_index, "--json").output)["fingerprint"]
+    stored = fp["mask"]["motion"]
+    other = "object" if stored == "all" else "all"
+    r = runner.invoke(main, ["query", clip.path, "--index", str(built_index), "--motion", other])
+    assert r.exit_code == 2 and "mask.motion" in r.output
+    r = runner.invoke(main, ["query", clip.path, "--index", str(built_index), "--motion", stored, "-k", 1])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(main, ["build", str(dataset), "--model", str(model_dir), "--index", str(built_index),
+                             "--dim", "64", "--motion", other, "--quiet"])
+    assert r.exit_code == 2 and "mask.motion" in r.output
