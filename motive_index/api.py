@@ -50,10 +50,14 @@ class QueryResult:
         return {"query": self.query, "hits": [h.to_dict() for h in self.hits], "timings": self.timings}
 
 
-def _write_settings(index_dir: Path, model: str) -> None:
+def _write_settings(index_dir: Path, model: str, mask: MaskConfig) -> None:
+    """Where the model (and a learned flow model) live: needed to query, but not part of the fingerprint."""
     path = index_dir / SETTINGS_FILE
     if not path.is_file():
-        atomic_write(path, json.dumps({"model": model}, indent=2))
+        settings = {"model": model}
+        if mask.flow_model:
+            settings["flow_model"] = str(Path(mask.flow_model).resolve())
+        atomic_write(path, json.dumps(settings, indent=2))
 
 
 def _model_ref(model: str | Path) -> str:
@@ -80,6 +84,7 @@ class MotiveIndex:
         settings_path = self.path / SETTINGS_FILE
         settings = json.loads(settings_path.read_text()) if settings_path.is_file() else {}
         self.model_ref = model or settings.get("model")
+        self.flow_model = settings.get("flow_model", "")
         self._engine = None
         self._index = None
 
@@ -112,7 +117,7 @@ class MotiveIndex:
                                 noise_seed=noise_seed), ProjectionConfig(dim=dim, seed=projection_seed))
         index_dir = Path(index)
         store = ClipStore.create(index_dir, engine.fingerprint(), dim)   # refuses another fingerprint
-        _write_settings(index_dir, _model_ref(model))
+        _write_settings(index_dir, _model_ref(model), mask)
         self = cls(index_dir, store, device=device)
         self._engine = engine
         report = self._embed_into_store(clips, batch, progress)
@@ -190,7 +195,10 @@ class MotiveIndex:
             raise MotiveIndexError(f"index {str(self.path)!r} records no model; pass model=... (--model)")
         fp = self.store.fingerprint
         backbone = load_backbone(self.model_ref, device=self.device)
-        engine = GradientEngine(backbone, MaskConfig.from_dict(fp["mask"]), EstimatorConfig.from_dict(fp["estimator"]),
+        mask = dict(fp["mask"])
+        if mask.get("flow") == "learned":  # stored as the model file's hash; the path is in settings.json
+            mask["flow_model"] = self.flow_model
+        engine = GradientEngine(backbone, MaskConfig.from_dict(mask), EstimatorConfig.from_dict(fp["estimator"]),
                                 ProjectionConfig.from_dict(fp["projection"]))
         check_fingerprint(fp, engine.fingerprint())  # e.g. the model directory changed since the build
         self._engine = engine

@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .config import MOTION_KINDS
 from .errors import MotiveIndexError
 
 EXIT_PARTIAL = 5
@@ -85,7 +86,7 @@ def _mask_options(f):
 
     f = click.option("--normalize", type=click.Choice(NORMALIZATIONS), default=None,
                      help="minmax (the paper's, default) or percentile (robust to outlier pixels).")(f)
-    f = click.option("--flow-model", default=None, type=click.Path(exists=True, dir_okay=False),
+    f = click.option("--flow-model", default=None, type=click.Path(exists=True, dir_okay=False, resolve_path=True),
                      help="With --flow learned: your exported flow model (.pt2 or TorchScript .pt).")(f)
     f = click.option("--flow", type=click.Choice(FLOW_METHODS), default=None,
                      help="Optical flow estimator (default dis).")(f)
@@ -94,12 +95,16 @@ def _mask_options(f):
     return f
 
 
-def _mask_config(kind: str = "flow", motion=None, flow=None, flow_model=None, normalize=None):
+def _mask_config(kind: str = "flow", motion=None, flow=None, flow_model=None, normalize=None, base=None):
+    """A MaskConfig from the options given, over ``base`` (an index's settings) or the defaults."""
     from .config import MaskConfig
 
-    given = {"motion": motion, "flow": flow, "flow_model": flow_model, "normalize": normalize}
+    given = {"kind": kind, "motion": motion, "flow": flow, "flow_model": flow_model, "normalize": normalize}
+    if flow and flow != "learned":
+        given["flow_model"] = ""
     try:
-        return MaskConfig(kind=kind, **{k: v for k, v in given.items() if v is not None})
+        return MaskConfig.from_dict({**(base.to_dict() if base else {}),
+                                     **{k: v for k, v in given.items() if v is not None}})
     except ValueError as e:
         raise click.UsageError(str(e)) from None
 
@@ -200,7 +205,7 @@ def build(manifest, model, index_dir, mask, motion, flow, flow_model, normalize,
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1))
 @click.option("--negative", is_flag=True, help="Return the most opposed clips (most negative scores).")
 @click.option("--model", default=None, help="Override the model recorded in the index (same identity).")
-@click.option("--motion", type=click.Choice(["object", "all"]), default=None,
+@click.option("--motion", type=click.Choice(MOTION_KINDS), default=None,
               help="Must match the index's (it is part of the fingerprint); checked, not changed.")
 @_DEVICE
 @click.option("--json", "as_json", is_flag=True)
@@ -225,8 +230,10 @@ def query(video, index_dir, prompt, k, negative, model, motion, device, as_json)
 @click.option("--index", "index_dir", default=None, type=click.Path(file_okay=False, path_type=Path),
               help="Use this index's shape and mask settings (options given here override them).")
 @_mask_options
+@click.option("--start-sec", type=click.FloatRange(min=0), default=None, help="As a manifest's start_sec.")
+@click.option("--end-sec", type=click.FloatRange(min=0), default=None, help="As a manifest's end_sec.")
 @click.option("--json", "as_json", is_flag=True)
-def mask(video, out, model, index_dir, motion, flow, flow_model, normalize, as_json):
+def mask(video, out, model, index_dir, motion, flow, flow_model, normalize, start_sec, end_sec, as_json):
     """Write the motion mask of VIDEO, on its standardized frames, as the build would compute it."""
     from .api import MotiveIndex, compute_mask
     from .backbones import read_spec
@@ -237,20 +244,20 @@ def mask(video, out, model, index_dir, motion, flow, flow_model, normalize, as_j
         raise click.BadParameter(f"{str(out)!r}: use a .npy, .png or .mp4 file", param_hint="--out")
     if index_dir is not None and model is not None:
         raise click.UsageError("give --model or --index, not both")
-    base, spec = MaskConfig(), VideoSpec()
+    base, spec = None, VideoSpec()
     if index_dir is not None:
         fp = MotiveIndex.open(index_dir).store.fingerprint
-        base, spec = MaskConfig.from_dict(fp["mask"]), VideoSpec.from_dict(fp["video"])
+        stored = dict(fp["mask"])
+        if stored.get("flow") == "learned":  # the index keeps the flow model's hash, not its path
+            if not flow_model:
+                raise click.UsageError("this index uses a learned flow model: pass it again with --flow-model")
+            stored["flow_model"] = flow_model
+        base, spec = MaskConfig.from_dict(stored), VideoSpec.from_dict(fp["video"])
     elif model is not None:
         spec = read_spec(model)
-    given = {"motion": motion, "flow": flow, "flow_model": flow_model, "normalize": normalize}
-    try:
-        cfg = MaskConfig.from_dict({**base.to_dict(), "kind": "flow",
-                                    **{k: v for k, v in given.items() if v is not None}})
-    except ValueError as e:
-        raise click.UsageError(str(e)) from None
-    frames, mm = compute_mask(video, cfg, spec)
-    path = write_mask(out, frames, mm.weight, spec.fps)
+    cfg = _mask_config("flow", motion, flow, flow_model, normalize, base=base)
+    frames, mm = compute_mask(video, cfg, spec, start_sec=start_sec, end_sec=end_sec)
+    path = write_mask(out, frames, mm.weight, spec.fps, static=mm.static)
     d = {"out": str(path), "shape": list(mm.weight.shape), "static": mm.static, "max_flow_px": mm.max_flow_px,
          "mask": cfg.to_dict(), **mm.info}
     _emit(d, as_json, f"wrote {path}: {mm.weight.shape[0]} frames of {mm.weight.shape[1]}x{mm.weight.shape[2]}, "

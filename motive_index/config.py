@@ -48,8 +48,8 @@ class VideoSpec(_Config):
     def __post_init__(self):
         _check(isinstance(self.frames, int) and self.frames >= 2, "frames", self.frames, "an int >= 2")
         _check(self.fps > 0, "fps", self.fps, "a positive number")
-        _check(isinstance(self.height, int) and self.height >= 8, "height", self.height, "an int >= 8")
-        _check(isinstance(self.width, int) and self.width >= 8, "width", self.width, "an int >= 8")
+        _check(isinstance(self.height, int) and self.height >= 16, "height", self.height, "an int >= 16")
+        _check(isinstance(self.width, int) and self.width >= 16, "width", self.width, "an int >= 16")
         _check(isinstance(self.min_source_frames, int) and self.min_source_frames >= 2,
                "min_source_frames", self.min_source_frames, "an int >= 2 (motion needs two frames)")
 
@@ -102,6 +102,8 @@ class MaskConfig(_Config):
         _check(self.dis_preset in DIS_PRESETS, "dis_preset", self.dis_preset, f"one of {DIS_PRESETS}")
         _check(self.flow != "learned" or bool(self.flow_model), "flow_model", self.flow_model,
                "the path of an exported flow model (torch.export .pt2 or TorchScript .pt) when flow='learned'")
+        _check(self.flow == "learned" or not self.flow_model, "flow_model", self.flow_model,
+               "empty unless flow='learned' (it would do nothing)")
         _check(self.motion in MOTION_KINDS, "motion", self.motion, f"one of {MOTION_KINDS}")
         _check(self.camera_model in CAMERA_MODELS, "camera_model", self.camera_model, f"one of {CAMERA_MODELS}")
         _check(self.normalize in NORMALIZATIONS, "normalize", self.normalize, f"one of {NORMALIZATIONS}")

@@ -7,6 +7,7 @@ z_t = (1-σ) z0 + σ ε at one fixed timestep with one seeded ε -> L = mean(W (
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,7 @@ from .backbones import Backbone
 from .config import EstimatorConfig, MaskConfig, ProjectionConfig
 from .errors import GradientError
 from .loss import motion_weighted_loss
-from .motion import motion_mask, to_latent_grid
+from .motion import make_flow_estimator, motion_mask, to_latent_grid
 from .projection import make_projector, unit
 from .video import frames_to_tensor, load_video
 
@@ -37,6 +38,14 @@ class PreparedClip:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+def _file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(2**20), b""):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()[:16]
+
+
 class GradientEngine:
     """Turns clips into unit influence vectors under one fixed set of settings (the fingerprint)."""
 
@@ -48,14 +57,18 @@ class GradientEngine:
         if self.num_params == 0:
             raise ValueError("the transformer has no trainable parameters to take gradients of")
         self.projector = make_projector(projection, self.num_params)
+        self.flow = make_flow_estimator(mask, device=str(backbone.device)) if mask.kind == "flow" else None
         gen = torch.Generator(device="cpu").manual_seed(estimator.noise_seed)
         # One noise tensor, drawn on the CPU so it is the same on every device, shared by all clips and queries.
         self.noise = torch.randn(backbone.latent_shape(), generator=gen).to(backbone.device)
 
     def fingerprint(self) -> dict[str, Any]:
         """Everything that makes two vectors comparable."""
+        mask = self.mask.to_dict()
+        if self.mask.kind == "flow" and self.mask.flow == "learned":  # the flow model's weights, not its path
+            mask["flow_model"] = _file_sha256(self.mask.flow_model)
         return {"format": FORMAT_VERSION, "model": self.backbone.identity(), "params": "all",
-                "video": self.backbone.spec.to_dict(), "mask": self.mask.to_dict(),
+                "video": self.backbone.spec.to_dict(), "mask": mask,
                 "estimator": self.estimator.to_dict(), "projection": self.projection_cfg.to_dict(),
                 "normalize": "l2"}
 
@@ -65,7 +78,7 @@ class GradientEngine:
         t0 = time.perf_counter()
         video = load_video(path, self.backbone.spec, start_sec=start_sec, end_sec=end_sec)
         t1 = time.perf_counter()
-        mm = motion_mask(video.frames, self.mask)
+        mm = motion_mask(video.frames, self.mask, self.flow)
         bb = self.backbone
         w = to_latent_grid(mm.weight, bb.temporal_factor, bb.spatial_factor, bb.first_frame_alone)
         t2 = time.perf_counter()

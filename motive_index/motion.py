@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from .config import MaskConfig
+from .errors import ModelLoadError
 
 # A clip is static when this percentile of its flow magnitude is below MaskConfig.static_px: high enough that a
 # small mover (the rim of a growing shape: ~1% of the pixels) counts as motion, low enough to ignore a few spikes.
@@ -91,8 +92,8 @@ class LearnedFlow(FlowEstimator):
             else:
                 self._model = torch.jit.load(str(path), map_location=self.device)
         except (OSError, RuntimeError, ValueError, zipfile.BadZipFile) as e:
-            raise ValueError(f"flow_model={str(path)!r} could not be loaded as a torch.export (.pt2) or "
-                             f"TorchScript (.pt) flow model: {e}") from e
+            raise ModelLoadError(f"flow_model={str(path)!r} could not be loaded as a torch.export (.pt2) or "
+                                 f"TorchScript (.pt) flow model: {e}") from e
         self._model.to(self.device)
 
     def flow(self, prev, nxt):
@@ -111,25 +112,26 @@ class LearnedFlow(FlowEstimator):
         return out[0, :, :h, :w].permute(1, 2, 0).float().cpu().numpy()
 
 
-def make_flow_estimator(cfg: MaskConfig) -> FlowEstimator:
+def make_flow_estimator(cfg: MaskConfig, device: str = "cpu") -> FlowEstimator:
+    """The estimator ``cfg`` names; make it once and reuse it (a learned model is loaded here)."""
     if cfg.flow == "dis":
         return DISFlow(cfg.dis_preset)
     if cfg.flow == "farneback":
         return FarnebackFlow()
-    return LearnedFlow(cfg.flow_model)
+    return LearnedFlow(cfg.flow_model, device=device)
 
 
 def _gray(frames: np.ndarray) -> list[np.ndarray]:
     return [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
 
 
-def flow_fields(frames: np.ndarray, estimator: FlowEstimator | str = "auto") -> np.ndarray:
+def flow_fields(frames: np.ndarray, estimator: FlowEstimator | None = None) -> np.ndarray:
     """frames: (T, H, W, 3) uint8 RGB -> (T-1, H, W, 2) float32 flow from frame t to t+1, in pixels.
 
-    ``estimator`` may be a DIS preset name, for convenience."""
+    ``estimator``: default DIS with the ``auto`` preset."""
     if frames.ndim != 4 or frames.shape[0] < 2:
         raise ValueError(f"flow needs (T>=2, H, W, 3) frames, got shape {frames.shape}")
-    est = DISFlow(estimator) if isinstance(estimator, str) else estimator
+    est = estimator or DISFlow("auto")
     gray = _gray(frames)
     return np.stack([est.flow(gray[t], gray[t + 1]) for t in range(len(gray) - 1)]).astype(np.float32)
 
@@ -156,8 +158,11 @@ def _grid_points(h: int, w: int, cells: int = 16) -> np.ndarray:
 
 
 def fit_camera(prev: np.ndarray, nxt: np.ndarray, model: str = "homography", min_tracks: int = 12,
-               min_inliers: float = 0.3) -> CameraFit:
-    """Fit the camera's motion from ``prev`` to ``nxt`` (grayscale uint8) with RANSAC on grid LK tracks."""
+               min_inliers: float = 0.3, min_cover: float = 0.3) -> CameraFit:
+    """Fit the camera's motion from ``prev`` to ``nxt`` (grayscale uint8) with RANSAC on grid LK tracks.
+
+    The fit is trusted only if its inliers are at least ``min_inliers`` of the tracks, ``min_cover`` of the whole
+    grid, and spread over 3 of the 4 quadrants: a camera moves the whole frame, not one region of it."""
     h, w = prev.shape
     p0 = _grid_points(h, w)
     lk = dict(winSize=(9, 9) if min(h, w) < 160 else (15, 15), maxLevel=3, minEigThreshold=1e-4,
@@ -179,10 +184,32 @@ def fit_camera(prev: np.ndarray, nxt: np.ndarray, model: str = "homography", min
         m = None if m2 is None else np.vstack([m2, [0.0, 0.0, 1.0]])
     if m is None or inl is None:
         return CameraFit(identity, False, int(len(a)), 0.0)
+    inl = inl[:, 0].astype(bool)
     ratio = float(inl.mean())
-    if ratio < min_inliers or not np.all(np.isfinite(m)):
+    if (ratio < min_inliers or inl.sum() < min_cover * len(p0) or not _plausible(m, h, w)
+            or _quadrants(a[inl], h, w) < 3):
+        # too few agreeing tracks, a degenerate warp, or agreement in one region only (a textured mover over a
+        # plain background would otherwise be taken for the camera)
         return CameraFit(identity, False, int(len(a)), ratio)
     return CameraFit(m, True, int(len(a)), ratio)
+
+
+def _quadrants(pts: np.ndarray, h: int, w: int) -> int:
+    """How many of the frame's four quadrants hold at least two of these (N, 2) points."""
+    q = (pts[:, 0] >= w / 2).astype(int) + 2 * (pts[:, 1] >= h / 2).astype(int)
+    return int((np.bincount(q, minlength=4) >= 2).sum())
+
+
+def _plausible(m: np.ndarray, h: int, w: int) -> bool:
+    """A camera warp keeps the corners in front (positive w) and moves none by more than half the frame."""
+    if not np.all(np.isfinite(m)):
+        return False
+    corners = np.array([[0, 0, 1], [w - 1, 0, 1], [0, h - 1, 1], [w - 1, h - 1, 1]], np.float64)
+    mapped = corners @ m.T
+    if np.any(mapped[:, 2] <= 0.1):
+        return False
+    shift = mapped[:, :2] / mapped[:, 2:3] - corners[:, :2]
+    return bool(np.all(np.linalg.norm(shift, axis=1) < 0.5 * max(h, w)))
 
 
 def camera_flow(matrix: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -201,10 +228,14 @@ def compensate(frames: np.ndarray, flows: np.ndarray, model: str = "homography"
     gray = _gray(frames)
     h, w = gray[0].shape
     fits = [fit_camera(gray[t], gray[t + 1], model) for t in range(len(gray) - 1)]
+    ok = [t for t, f in enumerate(fits) if f.ok]
     residual = np.empty_like(flows, dtype=np.float32)
     speed = np.zeros(len(fits))
-    for t, f in enumerate(fits):
-        cam = camera_flow(f.matrix, h, w) if f.ok else np.zeros((h, w, 2), np.float32)
+    for t in range(len(fits)):
+        # a pair whose fit was not trusted borrows the nearest trusted one (the camera moves smoothly); with no
+        # trusted fit at all the camera is taken as still
+        src = min(ok, key=lambda u: abs(u - t)) if ok else None
+        cam = camera_flow(fits[src].matrix, h, w) if src is not None else np.zeros((h, w, 2), np.float32)
         residual[t] = flows[t] - cam
         speed[t] = float(np.linalg.norm(cam, axis=-1).mean())
     return residual, fits, speed
@@ -246,6 +277,7 @@ def normalize_weight(mag: np.ndarray, cfg: MaskConfig) -> np.ndarray:
     """The paper's global min-max, or min to the ``percentile``-th value (clipped to [0, 1])."""
     lo = float(mag.min())
     hi = float(mag.max()) if cfg.normalize == "minmax" else float(np.percentile(mag, cfg.percentile))
+    hi = max(hi, lo + cfg.static_px)  # a mover on fewer pixels than the percentile leaves must not blow up noise
     return np.clip((mag - lo) / (hi - lo + 1e-6), 0.0, 1.0).astype(np.float32)
 
 
@@ -273,6 +305,9 @@ def motion_mask(frames: np.ndarray, cfg: MaskConfig, estimator: FlowEstimator | 
     mag = per_frame_magnitude(flows)                                        # (T, H, W)
     if float(np.percentile(_interior(mag, info.get("camera_speed_px", 0.0)), STATIC_PERCENTILE)) < static_level:
         return MotionMask(np.ones((t, h, w), np.float32), static=True, max_flow_px=float(mag.max()), info=info)
+    if float(mag.max() - mag.min()) < cfg.static_px:  # everything moves alike (a perfect pan under 'all'):
+        info["uniform"] = True                            # no contrast to weight, and min-max would give 0
+        return MotionMask(np.ones((t, h, w), np.float32), static=False, max_flow_px=float(mag.max()), info=info)
     return MotionMask(normalize_weight(mag, cfg), static=False, max_flow_px=float(mag.max()), info=info)
 
 

@@ -33,8 +33,18 @@ def contact_sheet(pairs: np.ndarray, columns: int = 3, max_frames: int = 12) -> 
     return np.concatenate(rows, axis=0)
 
 
-def write_mask(out: str | Path, frames: np.ndarray, weight: np.ndarray, fps: float) -> Path:
-    """Write a mask: ``.npy`` the raw (T, H, W) float32 weight; ``.png`` a contact sheet; ``.mp4`` a video."""
+def _label(img: np.ndarray, text: str) -> np.ndarray:
+    out = img.copy()
+    scale = max(0.4, img.shape[1] / 1400)
+    cv2.putText(out, text, (8, int(24 * scale / 0.6)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 2,
+                cv2.LINE_AA)
+    return out
+
+
+def write_mask(out: str | Path, frames: np.ndarray, weight: np.ndarray, fps: float, static: bool = False) -> Path:
+    """Write a mask: ``.npy`` the raw (T, H, W) float32 weight; ``.png`` a contact sheet; ``.mp4`` a video.
+
+    A ``static`` clip (no motion found: a uniform weight) is labelled so, not shown as 'everything moves'."""
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix not in MASK_SUFFIXES:
@@ -44,6 +54,8 @@ def write_mask(out: str | Path, frames: np.ndarray, weight: np.ndarray, fps: flo
         np.save(out, weight.astype(np.float32))
         return out
     pairs = overlay(frames, weight)
+    if static:
+        pairs = np.stack([_label(p, "static: no motion found, uniform weight") for p in pairs])
     if suffix == ".png":
         if not cv2.imwrite(str(out), contact_sheet(pairs)[..., ::-1]):
             raise OSError(f"could not write {str(out)!r}")

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from motive_index.config import MaskConfig
-from motive_index.motion import (FarnebackFlow, camera_flow, fit_camera, flow_fields, make_flow_estimator,
+from motive_index.motion import (DISFlow, FarnebackFlow, camera_flow, fit_camera, flow_fields, make_flow_estimator,
                                  motion_mask, normalize_weight, per_frame_magnitude, to_latent_grid)
 from motive_index.synthetic import SynthSpec, moving_mask, render_clip
 
@@ -25,7 +25,7 @@ def _moving_square(t=9, h=64, w=64, step=2):
     return np.stack(frames), np.stack(truth)
 
 
-@pytest.mark.parametrize("estimator", ["medium", "fast", FarnebackFlow()])
+@pytest.mark.parametrize("estimator", [DISFlow("medium"), DISFlow("fast"), FarnebackFlow()])
 def test_flow_recovers_known_displacement(estimator):
     frames, truth = _moving_square(step=2)
     flow = flow_fields(frames, estimator)
@@ -193,3 +193,45 @@ def test_learned_estimator_errors_are_clear(tmp_path):
     bad.write_bytes(b"nope")
     with pytest.raises(ValueError, match="could not be loaded"):
         make_flow_estimator(MaskConfig(flow="learned", flow_model=str(bad)))
+
+
+def test_a_textured_mover_over_a_plain_background_is_not_taken_for_the_camera():
+    h, w = 96, 128
+    obj = _textured(40, 40, seed=2)
+    frames = []
+    for t in range(6):
+        f = np.full((h, w), 120, np.uint8)  # a plain backdrop: nothing to track but the mover
+        f[28:68, 10 + 4 * t: 50 + 4 * t] = obj
+        frames.append(np.repeat(f[..., None], 3, axis=2))
+    frames = np.stack(frames)
+    fit = fit_camera(frames[0, ..., 0], frames[1, ..., 0])
+    assert not fit.ok  # agreeing tracks in one region only: not a camera
+    mm = motion_mask(frames, MaskConfig(motion="object"))
+    assert mm.info["camera_fits"] == 0  # no trusted fit: the camera is taken as still, the mover stays weighted
+    assert np.allclose(mm.weight, motion_mask(frames, MaskConfig(motion="all")).weight)
+    on_object = np.zeros((h, w), bool)
+    on_object[28:68, 14:50] = True
+    assert mm.weight[1][on_object].mean() > 1.5 * mm.weight[1][~on_object].mean()
+
+
+def test_uniform_motion_gives_a_uniform_weight_not_zero():
+    frames, _ = _moving_square(t=5)
+    est = type("Uniform", (), {"flow": lambda self, a, b: np.full(a.shape + (2,), 1.5, np.float32)})()
+    mm = motion_mask(frames, MaskConfig(), estimator=est)
+    assert np.all(mm.weight == 1.0) and mm.info["uniform"] and not mm.static
+
+
+def test_learned_flow_build_and_query_end_to_end(tmp_path, dataset, model_dir):
+    from motive_index.api import MotiveIndex
+    from motive_index.manifest import read_manifest
+
+    path = tmp_path / "flow.pt2"
+    _export_constant_flow(path)
+    clips = read_manifest(dataset)[:3]
+    cfg = MaskConfig(flow="learned", flow_model=str(path))
+    idx, rep = MotiveIndex.build(clips, model_dir, tmp_path / "idx", mask=cfg, dim=16)
+    assert rep.added == 3
+    fp = idx.store.fingerprint["mask"]
+    assert fp["flow"] == "learned" and fp["flow_model"].startswith("sha256:")  # the weights, not the path
+    hits = MotiveIndex.open(tmp_path / "idx").query(clips[0].path, prompt=clips[0].caption, k=1).hits
+    assert hits[0].clip_id == clips[0].clip_id and hits[0].score == pytest.approx(1.0, abs=1e-4)
