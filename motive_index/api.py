@@ -24,6 +24,7 @@ from .types import Hit
 log = logging.getLogger(__name__)
 
 SETTINGS_FILE = "settings.json"
+COMPACT_EVERY = 64  # store writes between compactions during a build
 Progress = Callable[[int, int, str], None]
 
 
@@ -31,6 +32,7 @@ Progress = Callable[[int, int, str], None]
 class BuildReport:
     added: int = 0
     skipped: int = 0                                   # already in the store (a resumed or repeated build)
+    removed: int = 0                                   # removed from the index earlier: never stored again
     failed: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)
@@ -93,7 +95,7 @@ class MotiveIndex:
     def build(cls, manifest: str | Path | list, model: str | Path, index: str | Path, *,
               mask: str | MaskConfig = "flow", motion: str | None = None,
               dim: int = 512, projection_seed: int = 0, timestep: int = 751, noise_seed: int = 0,
-              device: str = "cpu", batch: int = 16, progress: Progress | None = None
+              device: str = "cpu", batch: int = 1, progress: Progress | None = None
               ) -> tuple["MotiveIndex", BuildReport]:
         """Embed every clip of ``manifest`` not yet in the store at ``index`` (creating it if needed).
 
@@ -129,16 +131,24 @@ class MotiveIndex:
 
     def _embed_into_store(self, clips, batch: int, progress: Progress | None) -> BuildReport:
         report = BuildReport()
-        stored = self.store.has([c.clip_id for c in clips])
-        todo = [c for c in clips if c.clip_id not in stored]
-        report.skipped = len(clips) - len(todo)
+        ids = [c.clip_id for c in clips]
+        stored, removed = self.store.has(ids), self.store.removed(ids)
+        todo = [c for c in clips if c.clip_id not in stored and c.clip_id not in removed]
+        report.removed = len([c for c in ids if c in removed])
+        report.skipped = len(clips) - len(todo) - report.removed
         pending: list[dict] = []
 
+        flushes = 0
+
         def flush():
+            nonlocal flushes
             if pending:
                 t0 = time.perf_counter()
                 report.added += self.store.add(pending)
                 pending.clear()
+                flushes += 1
+                if flushes % COMPACT_EVERY == 0:  # small writes leave small fragments: merge them now and then
+                    self.store.compact()
                 report.stage_seconds["store"] = report.stage_seconds.get("store", 0.0) + time.perf_counter() - t0
 
         try:
@@ -163,6 +173,8 @@ class MotiveIndex:
                     progress(i + 1, len(todo), clip.clip_id)
         finally:  # interrupted (Ctrl-C, out of memory...): what is finished is stored all the same
             flush()
+        if flushes >= 8:
+            self.store.compact()
         return report
 
     # ----- opening and querying -------------------------------------------------------------------------------
@@ -204,6 +216,32 @@ class MotiveIndex:
         self._engine = engine
         return engine
 
+    def add(self, manifest: str | Path | list, batch: int = 1, progress: Progress | None = None) -> BuildReport:
+        """Embed the clips of ``manifest`` not yet stored, under this index's own settings and model.
+
+        Idempotent; removed clips are not added back; new clips are searchable when it returns."""
+        from .manifest import read_manifest
+
+        t0 = time.perf_counter()
+        clips = manifest if isinstance(manifest, list) else read_manifest(manifest)
+        self._ensure_engine()
+        report = self._embed_into_store(clips, batch, progress)
+        self._ensure_index()
+        report.seconds = time.perf_counter() - t0
+        report.size = len(self.store)
+        return report
+
+    def remove(self, clip_ids, reason: str = "") -> int:
+        """Remove clips; once this returns they are in no result of this or any other process. Returns how many
+        were stored. A later add or build never stores them again; :meth:`purge` erases old versions too."""
+        n = self.store.remove(list(clip_ids), reason=reason)
+        self._ensure_index()
+        return n
+
+    def purge(self) -> dict[str, int]:
+        """Delete old table versions (and with them removed clips' data) from disk."""
+        return self.store.purge()
+
     def embed(self, video: str | Path, prompt: str = "", start_sec=None, end_sec=None):
         """The query vector of a video under this index's fingerprint: (vector, PreparedClip)."""
         return self._ensure_engine().embed(str(video), prompt, start_sec, end_sec, name=str(video))
@@ -238,4 +276,5 @@ class MotiveIndex:
         fp = self.store.fingerprint
         return {"index": str(self.path), "size": len(self.store), "store_version": self.store.version,
                 "dim": self.store.dim, "model": self.model_ref, "failed": len(self.store.failures()),
+                "removed": len(self.store.removed()),
                 "fingerprint": fp}

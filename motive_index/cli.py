@@ -188,14 +188,72 @@ def build(manifest, model, index_dir, mask, motion, flow, flow_model, normalize,
     cfg = _mask_config(mask, motion, flow, flow_model, normalize)
     with _bar("build", quiet) as bar:
         _, report = MotiveIndex.build(manifest, model, index_dir, mask=cfg, dim=dim, device=device, progress=bar)
-    stages = ", ".join(f"{k} {v:.2f}s" for k, v in report.stage_seconds.items())
-    text = (f"added {report.added}, already stored {report.skipped}, failed {len(report.failed)}; "
-            f"index size {report.size}; {report.seconds:.1f}s ({stages})")
-    for cid, why in report.failed.items():
-        text += f"\nfailed {cid}: {why}"
-    _emit(report.to_dict(), as_json, text)
+    _emit(report.to_dict(), as_json, _report_text(report))
     if report.failed:
         sys.exit(EXIT_PARTIAL)
+
+
+def _report_text(report) -> str:
+    stages = ", ".join(f"{k} {v:.2f}s" for k, v in report.stage_seconds.items())
+    text = (f"added {report.added}, already stored {report.skipped}, removed earlier (not re-added) "
+            f"{report.removed}, failed {len(report.failed)}; index size {report.size}; {report.seconds:.1f}s"
+            + (f" ({stages})" if stages else ""))
+    for cid, why in report.failed.items():
+        text += f"\nfailed {cid}: {why}"
+    return text
+
+
+@main.command()
+@click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@_DEVICE
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--quiet", is_flag=True)
+def add(manifest, index_dir, device, as_json, quiet):
+    """Embed MANIFEST's clips not yet in the index, with the index's own model and settings."""
+    from .api import MotiveIndex
+
+    idx = MotiveIndex.open(index_dir, device=device)
+    with _bar("add", quiet) as bar:
+        report = idx.add(manifest, progress=bar)
+    _emit(report.to_dict(), as_json, _report_text(report))
+    if report.failed:
+        sys.exit(EXIT_PARTIAL)
+
+
+@main.command()
+@click.argument("clip_ids", nargs=-1)
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Also remove every clip_id of this manifest.")
+@click.option("--reason", default="", help="Recorded with each removal (e.g. 'licence withdrawn').")
+@click.option("--json", "as_json", is_flag=True)
+def remove(clip_ids, index_dir, manifest, reason, as_json):
+    """Remove clips: from the moment this returns they are in no result, and no later add stores them again.
+    Run `purge` to erase them from the index's old versions on disk as well."""
+    from .api import MotiveIndex
+    from .manifest import read_manifest
+
+    ids = list(clip_ids) + ([c.clip_id for c in read_manifest(manifest)] if manifest else [])
+    if not ids:
+        raise click.UsageError("give CLIP_IDs or --manifest")
+    idx = MotiveIndex.open(index_dir)
+    n = idx.remove(ids, reason=reason)
+    _emit({"removed": n, "requested": len(set(ids)), "size": len(idx.store)}, as_json,
+          f"removed {n} of {len(set(ids))} requested clips (the rest were not stored; all are refused from now "
+          f"on); index size {len(idx.store)}. Run `motive-index purge --index {index_dir}` to erase old versions.")
+
+
+@main.command()
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+def purge(index_dir, as_json):
+    """Erase old versions of the index's tables from disk (removed clips' vectors included)."""
+    from .api import MotiveIndex
+
+    deleted = MotiveIndex.open(index_dir).purge()
+    _emit({"versions_deleted": deleted}, as_json,
+          "purged: " + ", ".join(f"{k} {v} old versions" for k, v in deleted.items()))
 
 
 @main.command()

@@ -25,6 +25,7 @@ import datetime as _dt
 import json
 import os
 import threading
+import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -37,6 +38,7 @@ from .errors import FingerprintMismatchError, IndexNotFoundError, MotiveIndexErr
 DB_DIRNAME = "lancedb"
 CLIPS_TABLE = "clips"
 FAILURES_TABLE = "failures"
+REMOVED_TABLE = "removed"  # tombstones: a removed clip is never stored again by a later add or build
 FINGERPRINT_FILE = "fingerprint.json"
 FINGERPRINT_KEY = b"motive_index.fingerprint"
 FORMAT_KEY = b"motive_index.format"
@@ -162,6 +164,12 @@ def clips_schema(dim: int, fingerprint: dict | None = None) -> pa.Schema:
     ], metadata=meta)
 
 
+REMOVED_SCHEMA = pa.schema([
+    pa.field("clip_id", pa.string(), nullable=False),
+    pa.field("reason", pa.string()),
+    pa.field("at", _TS),
+])
+
 FAILURES_SCHEMA = pa.schema([
     pa.field("clip_id", pa.string(), nullable=False),
     pa.field("path", pa.string()),
@@ -199,7 +207,7 @@ class ClipStore:
         self._path = Path(index_dir)
         self._db = db
         self._clips = clips
-        self._failures = None
+        self._side: dict = {}
         self._lock = threading.RLock()
         meta = clips.schema.metadata or {}
         if FINGERPRINT_KEY not in meta:
@@ -307,20 +315,26 @@ class ClipStore:
         """Move the table handle to the newest committed version (another process may have written)."""
         self._clips.checkout_latest()
 
-    def _ensure_failures_table(self):
-        if self._failures is None:
+    def _side_table(self, name: str, schema: pa.Schema):
+        """The small append-only table ``name`` (failures, removed), created on first use, at its newest version."""
+        table = self._side.get(name)
+        if table is not None:
+            table.checkout_latest()
+            return table
+        try:
+            table = self._db.open_table(name)
+        except ValueError:
             try:
-                self._failures = self._db.open_table(FAILURES_TABLE)
-            except ValueError:
-                try:
-                    self._failures = self._db.create_table(FAILURES_TABLE, schema=FAILURES_SCHEMA)
-                except ValueError as e:
-                    if "already exists" not in str(e):
-                        raise
-                    self._failures = self._db.open_table(FAILURES_TABLE)
-        else:
-            self._failures.checkout_latest()
-        return self._failures
+                table = self._db.create_table(name, schema=schema)
+            except ValueError as e:
+                if "already exists" not in str(e):
+                    raise
+                table = self._db.open_table(name)
+        self._side[name] = table
+        return table
+
+    def _ensure_failures_table(self):
+        return self._side_table(FAILURES_TABLE, FAILURES_SCHEMA)
 
     def _scan(self, columns: list[str], where: str | None = None) -> pa.Table:
         """Read ``columns`` of the rows matching ``where`` from the current handle version (no limit)."""
@@ -373,7 +387,8 @@ class ClipStore:
         Each record: ``clip_id``, ``path``, ``caption``, ``metadata`` (dict), ``vector`` (float32, shape
         ``(dim,)``). Every record is validated first (``ValueError`` naming the clip; nothing is written then).
         Clip ids already stored, or repeated within ``records``, are skipped (the first occurrence wins), so
-        re-adding is harmless. No write (and no new version) happens when nothing is new.
+        re-adding is harmless; so are removed clip ids (:meth:`remove`: a withdrawn licence stays withdrawn).
+        No write (and no new version) happens when nothing is new.
         """
         rows = [self._validate(r) for r in records]
         seen: set[str] = set()
@@ -386,7 +401,7 @@ class ClipStore:
             return 0
         with self._lock:
             self._refresh()  # merge_insert matches against the handle's version: it must be the newest
-            stored = self.has([r[0] for r in unique])
+            stored = self.has([r[0] for r in unique]) | self.removed([r[0] for r in unique])
             new = [r for r in unique if r[0] not in stored]
             if not new:
                 return 0
@@ -418,6 +433,63 @@ class ClipStore:
                 "reason": pa.array([str(reason)], pa.string()),
                 "at": pa.array([_now()], _TS),
             }, schema=FAILURES_SCHEMA))
+
+    def remove(self, clip_ids: Iterable[str], reason: str = "") -> int:
+        """Remove clips (e.g. a licence withdrawn); return how many were stored. Once this returns, no read of
+        the store sees them, and :meth:`add` refuses them from then on. :meth:`purge` also erases them from the
+        table's old versions on disk."""
+        ids = [c for c in dict.fromkeys(clip_ids)]
+        bad = [c for c in ids if not isinstance(c, str) or not c]
+        if bad:
+            raise ValueError(f"clip_id={bad[0]!r} is invalid: a non-empty string")
+        if not ids:
+            return 0
+        with self._lock:
+            # the tombstone first: a crash between the two writes leaves the clip refused, never resurrected
+            new = [c for c in ids if c not in self.removed(ids)]
+            if new:
+                self._side_table(REMOVED_TABLE, REMOVED_SCHEMA).add(pa.table({
+                    "clip_id": pa.array(new, pa.string()), "reason": pa.array([reason] * len(new), pa.string()),
+                    "at": pa.array([_now()] * len(new), _TS)}, schema=REMOVED_SCHEMA))
+            self._refresh()
+            present = self.has(ids)
+            for chunk in _chunks(sorted(present), _IN_CHUNK):
+                self._clips.delete(_in_filter("clip_id", chunk))
+            return len(present)
+
+    def removed(self, clip_ids: Iterable[str] | None = None) -> set[str]:
+        """The removed (tombstoned) clip ids, or which of ``clip_ids`` are."""
+        with self._lock:
+            table = self._side_table(REMOVED_TABLE, REMOVED_SCHEMA)
+            ids = set(table.search().select(["clip_id"]).limit(None).to_arrow().column("clip_id").to_pylist())
+        return ids if clip_ids is None else ids & set(clip_ids)
+
+    def compact(self) -> None:
+        """Merge the small fragments that one-clip-at-a-time writes leave (scans stay fast); old versions
+        older than LanceDB's default (7 days) are cleaned up on the way."""
+        with self._lock:
+            self._refresh()
+            self._clips.optimize()
+
+    def purge(self) -> dict[str, int]:
+        """Compact every table and delete all its old versions from disk, so removed clips' data is gone
+        (LanceDB keeps old versions for time travel until then). Returns the versions deleted per table.
+
+        A reader in another process still holding an old version may fail its next read of it: purge when a
+        licence withdrawal requires it, not as routine."""
+        deleted = {}
+        with self._lock:
+            tables = {CLIPS_TABLE: self._clips, FAILURES_TABLE: self._ensure_failures_table(),
+                      REMOVED_TABLE: self._side_table(REMOVED_TABLE, REMOVED_SCHEMA)}
+            for name, table in tables.items():
+                table.checkout_latest()
+                before = len(table.list_versions())
+                with warnings.catch_warnings():  # LanceDB warns that old versions go: that is the point here
+                    warnings.simplefilter("ignore", UserWarning)
+                    table.optimize(cleanup_older_than=_dt.timedelta(0), delete_unverified=True)
+                table.checkout_latest()
+                deleted[name] = max(0, before - len(table.list_versions()))
+        return deleted
 
     # ---- reads ----------------------------------------------------------------------------------------------
 
