@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +90,7 @@ class MotiveIndex:
         self.flow_model = settings.get("flow_model", "")
         self._engine = None
         self._index = None
+        self._index_lock = threading.Lock()  # one catch-up at a time; searches use the index they got
 
     # ----- building ------------------------------------------------------------------------------------------
     @classmethod
@@ -190,11 +192,13 @@ class MotiveIndex:
                    model=_model_ref(model) if model is not None else None)
 
     def _ensure_index(self):
+        """The FAISS index, caught up with the store's newest version (never ahead of it)."""
         from .index import open_index
 
-        if self._index is None or self._index.store_version != self.store.version:
-            self._index = open_index(self.store, self.path)
-        return self._index
+        with self._index_lock:
+            if self._index is None or self._index.store_version != self.store.version:
+                self._index = open_index(self.store, self.path)
+            return self._index
 
     def _ensure_engine(self):
         if self._engine is not None:

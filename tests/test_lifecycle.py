@@ -118,3 +118,32 @@ def test_build_killed_with_sigkill_resumes_to_the_exact_count(dataset, model_dir
     assert report.skipped == killed_at and report.added == 12 - killed_at
     ids = ClipStore.open(index).ids()
     assert len(ids) == 12 and len(set(ids)) == 12
+
+
+def test_queries_keep_answering_during_an_add(dataset, model_dir, tmp_path):
+    import threading
+
+    clips = read_manifest(dataset)
+    index = tmp_path / "idx"
+    MotiveIndex.build(clips[:6], model_dir, index, dim=32)
+    reader = MotiveIndex.open(index)
+    probe = clips[0]
+    vec, _ = reader.embed(probe.path, probe.caption)
+    errors, answers = [], []
+
+    def add():
+        try:
+            MotiveIndex.open(index).add(clips)
+        except Exception as e:  # surfaced below
+            errors.append(e)
+
+    writer = threading.Thread(target=add)
+    writer.start()
+    while writer.is_alive() or not answers:
+        hits = reader.search(vec, k=12)
+        answers.append([h.clip_id for h in hits])
+    writer.join()
+    assert not errors
+    assert all(a[0] == probe.clip_id for a in answers)          # a consistent answer every time
+    assert all(6 <= len(a) <= 12 and len(set(a)) == len(a) for a in answers)
+    assert len(reader.search(vec, k=12)) == 12                   # and the new clips once the add returned
