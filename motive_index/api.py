@@ -197,7 +197,7 @@ class MotiveIndex:
 
         with self._index_lock:
             if self._index is None or self._index.store_version != self.store.version:
-                self._index = open_index(self.store, self.path)
+                self._index = open_index(self.store, self.path, current=self._index)
             return self._index
 
     def _ensure_engine(self):
@@ -280,5 +280,5 @@ class MotiveIndex:
         fp = self.store.fingerprint
         return {"index": str(self.path), "size": len(self.store), "store_version": self.store.version,
                 "dim": self.store.dim, "model": self.model_ref, "failed": len(self.store.failures()),
-                "removed": len(self.store.removed()),
+                "removed": len(self.store.removed()), "search": self._ensure_index().stats,
                 "fingerprint": fp}

@@ -193,6 +193,18 @@ def build(manifest, model, index_dir, mask, motion, flow, flow_model, normalize,
         sys.exit(EXIT_PARTIAL)
 
 
+def _search_text(st: dict) -> str:
+    kind = st.get("kind", "?")
+    text = f"{kind}"
+    if kind == "ivf":
+        text += f" (nlist {st.get('nlist')}, nprobe {st.get('nprobe')}, measured recall@10 {st.get('recall_at_10')})"
+    if st.get("fallback"):
+        text += f" (fallback: {st['fallback']})"
+    if st.get("p50_ms") is not None:
+        text += f", p50 {st['p50_ms']:.2f} ms per query"
+    return text
+
+
 def _report_text(report) -> str:
     stages = ", ".join(f"{k} {v:.2f}s" for k, v in report.stage_seconds.items())
     text = (f"added {report.added}, already stored {report.skipped}, removed earlier (not re-added) "
@@ -338,7 +350,8 @@ def info(index_dir, as_json):
             f"  model {d['model']} ({fp['model']['family']}, weights {fp['model']['weights']}, "
             f"{fp['model']['num_params']:,} params)\n"
             f"  video {fp['video']}\n  mask {fp['mask']}\n  estimator {fp['estimator']}\n"
-            f"  projection {fp['projection']}")
+            f"  projection {fp['projection']}\n"
+            f"  search {_search_text(d['search'])}")
     _emit(d, as_json, text)
 
 

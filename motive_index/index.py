@@ -1,10 +1,29 @@
 """FAISS inner-product search, derived from the store and never ahead of it.
 
-The index is a cache of the store's vectors: it records the store (``clips`` table) version it was built from
-and :func:`open_index` loads it only while that version is still the store's newest; otherwise (missing,
-stale, unreadable) it rebuilds from the store and saves again. Saved as ``INDEX_DIR/faiss.index`` (the FAISS
-serialization) and ``INDEX_DIR/faiss.json`` (store_version, count, dim, kind, ids), each written to a temp file
-and moved into place with ``os.replace``, the JSON last, so a reader never pairs a new JSON with an old index.
+The index is a cache of the store's vectors: it records the store (``clips`` table) version it was built from.
+:func:`open_index` loads the saved one; when the store has moved on it *catches up* (removes the clips that
+left, adds the new ones) or, when the change is large, the file is missing/corrupt, or the wanted kind changed,
+rebuilds from the store; then it saves again. One INFO line says which.
+
+Kinds (``kind=``):
+
+- ``flat``: exact search (``IndexFlatIP`` behind an ``IndexIDMap2``).
+- ``ivf``: ``IndexIVFFlat`` (inner product, vectors stored uncompressed, so its scores are the exact inner
+  products of the candidates it visits: no re-rank needed). ``nlist ~ 4 sqrt(N)`` (bounded), trained on a
+  sample; ``nprobe`` is tuned after every build by measuring recall@10 on the store's own vectors (sampled
+  stored vectors as queries, themselves left out, against exact search), doubling until it reaches
+  ``recall_target``. When no ``nprobe`` up to ``nlist / 4`` reaches it (vectors without cluster structure),
+  the index falls back to exact ``flat`` search and says so in :attr:`VectorIndex.stats`.
+- ``auto`` (default): ``flat`` while ``N * dim <= AUTO_FLAT_MAX_ELEMENTS`` (measured: one flat query on a
+  2-core machine passes ~2 ms at about 15 k x 512 floats), ``ivf`` above.
+
+Every vector has an int64 label (``clip_id <-> label`` kept here), so a catch-up removes by label and adds
+with new labels. Saved as ``INDEX_DIR/faiss.index`` (the FAISS serialization) and ``INDEX_DIR/faiss.json``
+(format, kind, store_version, ids, labels, stats, crc32), each written to a temp file and moved into place with
+``os.replace``, the JSON last, so a reader never pairs a new JSON with an old index.
+
+Thread safety: :meth:`VectorIndex.search` may run in several threads while another thread runs
+:meth:`VectorIndex.catch_up` on the same object (a readers-writer lock: searches share, a catch-up is alone).
 
 No torch, no model code here.
 """
@@ -13,7 +32,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import threading
+import time
 import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -27,8 +49,25 @@ if TYPE_CHECKING:  # pragma: no cover
 
 INDEX_FILE = "faiss.index"
 META_FILE = "faiss.json"
-FORMAT = 1
-KIND_FLAT_IP = "flat_ip"
+FORMAT = 2
+KIND_FLAT = "flat"
+KIND_IVF = "ivf"
+KINDS = ("auto", KIND_FLAT, KIND_IVF)
+KIND_FLAT_IP = KIND_FLAT  # old name
+
+#: ``auto`` picks exact search while N * dim is at most this (flat single-query p50 on the 2-core dev machine:
+#: 0.5 ms at 5 k x 512, 1.3 ms at 10 k, 3.8 ms at 20 k: 2 ms is passed near 15 k x 512 = 7.7 M floats).
+AUTO_FLAT_MAX_ELEMENTS = 8_000_000
+#: ``ivf`` needs at least this many vectors (fewer: exact search is both exact and fast).
+IVF_MIN_N = 256
+IVF_MAX_NLIST = 4096
+IVF_TRAIN_PER_LIST = 20          # k-means training sample: this many vectors per list (bounded by N)
+IVF_TRAIN_NITER = 10
+RECALL_QUERIES = 200             # sampled stored vectors used to measure recall@10
+RECALL_K = 10
+LATENCY_QUERIES = 20             # single queries timed for stats["p50_ms"] (fewer once 1 s is spent)
+#: a catch-up is done when (changes since the last build) <= this share of the index size at that build
+CATCH_UP_MAX_CHANGE = 0.20
 
 _log = logging.getLogger(__name__)
 
@@ -42,42 +81,224 @@ def _faiss():
     return faiss
 
 
-class VectorIndex:
-    """Exact inner-product search (``faiss.IndexFlatIP``) over a store's vectors.
+class _RWLock:
+    """Many readers or one writer (writers wait for readers to leave; new readers wait for a waiting writer)."""
 
-    Row ``i`` of the FAISS index is clip ``ids[i]``. ``store_version`` is the store version the vectors came
-    from. Build with :meth:`build`, persist with :meth:`save` / :meth:`load`, or get a current one from
-    :func:`open_index`.
+    def __init__(self):
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    def acquire_read(self):
+        with self._cond:
+            while self._writer or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+
+    def release_read(self):
+        with self._cond:
+            self._readers -= 1
+            if self._readers == 0:
+                self._cond.notify_all()
+
+    def acquire_write(self):
+        with self._cond:
+            self._writers_waiting += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._writers_waiting -= 1
+            self._writer = True
+
+    def release_write(self):
+        with self._cond:
+            self._writer = False
+            self._cond.notify_all()
+
+
+def choose_kind(n: int, dim: int, kind: str = "auto") -> str:
+    """The index kind ``kind`` means for ``n`` vectors of ``dim``: ``auto`` -> flat or ivf by size."""
+    if kind not in KINDS:
+        raise ValueError(f"kind={kind!r} is invalid: one of {', '.join(KINDS)}")
+    if kind != "auto":
+        return kind
+    return KIND_IVF if n * dim > AUTO_FLAT_MAX_ELEMENTS and n >= IVF_MIN_N else KIND_FLAT
+
+
+def choose_nlist(n: int) -> int:
+    """``~4 sqrt(n)``, at most :data:`IVF_MAX_NLIST` and at most ``n / 39`` (k-means needs points per list)."""
+    return int(max(1, min(round(4 * math.sqrt(max(n, 1))), IVF_MAX_NLIST, n // 39)))
+
+
+def _as_matrix(vectors, n_ids: int) -> np.ndarray:
+    vectors = np.asarray(vectors)
+    if vectors.ndim != 2 or vectors.shape[1] < 1:
+        raise ValueError(f"vectors shape {vectors.shape} is invalid: (N, dim) with dim >= 1")
+    if vectors.shape[0] != n_ids:
+        raise ValueError(f"{vectors.shape[0]} vectors but {n_ids} ids")
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)  # (N, dim)
+    if not np.isfinite(vectors).all():
+        raise ValueError("vectors contain NaN or inf")
+    return vectors
+
+
+def _exact_topk(vectors: np.ndarray, queries: np.ndarray, k: int, block: int = 65536) -> np.ndarray:
+    """Row positions of the exact top-``k`` inner products, best first: ``(B, k)`` int64 (NumPy, in row blocks,
+    so no copy of ``vectors`` is made)."""
+    b = len(queries)
+    best_s = np.full((b, 0), -np.inf, np.float32)
+    best_p = np.zeros((b, 0), np.int64)
+    for a in range(0, len(vectors), block):
+        s = queries @ vectors[a:a + block].T  # (B, block)
+        kk = min(k, s.shape[1])
+        part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]  # (B, kk)
+        best_s = np.concatenate([best_s, np.take_along_axis(s, part, 1)], axis=1)
+        best_p = np.concatenate([best_p, part + a], axis=1)
+        if best_s.shape[1] > k:
+            keep = np.argpartition(-best_s, k - 1, axis=1)[:, :k]
+            best_s, best_p = np.take_along_axis(best_s, keep, 1), np.take_along_axis(best_p, keep, 1)
+    order = np.argsort(-best_s, axis=1, kind="stable")
+    return np.take_along_axis(best_p, order, 1)
+
+
+def _recall_at_k(found: np.ndarray, truth: np.ndarray, self_labels: np.ndarray, k: int) -> float:
+    """Mean share of the true top-``k`` (each query's own label left out of both lists) found in the top-``k``."""
+    hits = 0
+    for f, t, own in zip(found.tolist(), truth.tolist(), self_labels.tolist()):
+        f = [x for x in f if x != own and x >= 0][:k]
+        t = [x for x in t if x != own and x >= 0][:k]
+        hits += len(set(f) & set(t)) / max(1, len(t))
+    return hits / max(1, len(found))
+
+
+class VectorIndex:
+    """Inner-product search over a store's vectors, with int64 labels mapped to clip ids.
+
+    ``store_version`` is the store version the vectors came from. Build with :meth:`build`, persist with
+    :meth:`save` / :meth:`load`, bring up to date with :meth:`catch_up`, or get a current one from
+    :func:`open_index`. :attr:`stats` describes it (kind, n, nlist, nprobe, recall@10, p50 ms, build seconds).
     """
 
-    kind = KIND_FLAT_IP
-
-    def __init__(self, index, ids: list[str], store_version: int):
-        if index.ntotal != len(ids):
-            raise ValueError(f"index has {index.ntotal} vectors but {len(ids)} ids")
+    def __init__(self, index, labels: Sequence[int], ids: Sequence[str], store_version: int,
+                 stats: dict | None = None, next_label: int | None = None):
+        if index.ntotal != len(ids) or len(ids) != len(labels):
+            raise ValueError(f"index has {index.ntotal} vectors but {len(ids)} ids and {len(labels)} labels")
         self._index = index
-        self._ids = list(ids)
+        self._label_to_id: dict[int, str] = {int(lb): c for lb, c in zip(labels, ids)}
+        self._id_to_label: dict[str, int] = {c: int(lb) for lb, c in zip(labels, ids)}
+        if len(self._label_to_id) != len(ids) or len(self._id_to_label) != len(ids):
+            raise ValueError("duplicate ids or labels")
+        self._next_label = int(next_label if next_label is not None
+                               else (max(self._label_to_id) + 1 if self._label_to_id else 0))
         self.store_version = int(store_version)
+        self.stats: dict = dict(stats or {})
+        self.stats["n"] = len(ids)
+        self._lock = _RWLock()
 
     # ---- construction ---------------------------------------------------------------------------------------
 
     @classmethod
-    def build(cls, ids: Sequence[str], vectors: np.ndarray, store_version: int) -> "VectorIndex":
-        """Index ``vectors`` (``(N, dim)``, row ``i`` for ``ids[i]``) as read at ``store_version``."""
-        vectors = np.asarray(vectors)
-        if vectors.ndim != 2 or vectors.shape[1] < 1:
-            raise ValueError(f"vectors shape {vectors.shape} is invalid: (N, dim) with dim >= 1")
-        if vectors.shape[0] != len(ids):
-            raise ValueError(f"{vectors.shape[0]} vectors but {len(ids)} ids")
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)  # (N, dim)
-        if not np.isfinite(vectors).all():
-            raise ValueError("vectors contain NaN or inf")
-        index = _faiss().IndexFlatIP(int(vectors.shape[1]))
-        if len(vectors):
-            index.add(vectors)
-        return cls(index, list(ids), store_version)
+    def build(cls, ids: Sequence[str], vectors: np.ndarray, store_version: int, *, kind: str = "auto",
+              recall_target: float = 0.95, seed: int = 0) -> "VectorIndex":
+        """Index ``vectors`` (``(N, dim)``, row ``i`` for ``ids[i]``) as read at ``store_version``.
+
+        ``kind``: ``flat``, ``ivf`` or ``auto``; an ``ivf`` that cannot reach ``recall_target`` (recall@10 on
+        the vectors themselves) falls back to ``flat``.
+        """
+        t0 = time.perf_counter()
+        ids = list(ids)
+        if len(set(ids)) != len(ids):
+            raise ValueError("duplicate ids")
+        vectors = _as_matrix(vectors, len(ids))
+        if not 0.0 < recall_target <= 1.0:
+            raise ValueError(f"recall_target={recall_target!r} is invalid: in (0, 1]")
+        n, dim = vectors.shape
+        want = choose_kind(n, dim, kind)
+        stats: dict = {"requested": kind, "recall_target": recall_target}
+        labels = np.arange(n, dtype=np.int64)
+        index = None
+        if want == KIND_IVF and n < IVF_MIN_N:
+            stats["fallback"] = f"{n} vectors: too few for ivf (< {IVF_MIN_N})"
+        elif want == KIND_IVF:
+            index, ivf_stats = cls._build_ivf(vectors, labels, recall_target, seed)
+            stats.update(ivf_stats)
+        if index is None:
+            index = _faiss().IndexIDMap2(_faiss().IndexFlatIP(int(dim)))
+            if n:
+                index.add_with_ids(vectors, labels)
+            stats.update({"kind": KIND_FLAT, "nlist": None, "nprobe": None, "recall_at_10": 1.0})
+        self = cls(index, labels.tolist(), ids, store_version, stats, next_label=n)
+        self.stats["p50_ms"] = self._measure_p50_ms(vectors, seed)
+        self.stats["build_seconds"] = round(time.perf_counter() - t0, 3)
+        self.stats["built_n"] = n
+        self.stats["changes_since_build"] = 0
+        return self
+
+    @staticmethod
+    def _build_ivf(vectors: np.ndarray, labels: np.ndarray, recall_target: float, seed: int):
+        """``(IndexIVFFlat or None, stats)``: None (with ``stats['fallback']``) when recall cannot be reached."""
+        faiss = _faiss()
+        n, dim = vectors.shape
+        rng = np.random.default_rng(seed)
+        nlist = choose_nlist(n)
+        quantizer = faiss.IndexFlatIP(int(dim))
+        index = faiss.IndexIVFFlat(quantizer, int(dim), nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.niter = IVF_TRAIN_NITER
+        index.cp.min_points_per_centroid = 5
+        index.cp.seed = seed
+        n_train = min(n, max(IVF_TRAIN_PER_LIST * nlist, 39 * nlist))
+        sample = vectors if n_train >= n else vectors[np.sort(rng.choice(n, n_train, replace=False))]
+        t = time.perf_counter()
+        index.train(np.ascontiguousarray(sample))
+        train_s = time.perf_counter() - t
+        index.add_with_ids(vectors, labels)
+        # recall: sampled stored vectors as queries, each one's own vector left out, against exact search
+        nq = min(RECALL_QUERIES, n)
+        qpos = np.sort(rng.choice(n, nq, replace=False))
+        queries = np.ascontiguousarray(vectors[qpos])
+        kk = min(RECALL_K + 1, n)
+        truth = labels[_exact_topk(vectors, queries, kk)]  # (nq, kk) labels
+        own = labels[qpos]
+        max_nprobe = max(1, nlist // 4)
+        tried = {}
+        nprobe = 1
+        while True:
+            index.nprobe = nprobe
+            _, found = index.search(queries, kk)
+            tried[nprobe] = round(_recall_at_k(found, truth, own, RECALL_K), 4)
+            if tried[nprobe] >= recall_target or nprobe >= max_nprobe:
+                break
+            nprobe = min(nprobe * 2, max_nprobe)
+        stats = {"nlist": nlist, "train_n": int(n_train), "train_seconds": round(train_s, 3),
+                 "recall_by_nprobe": {str(k): v for k, v in tried.items()}}
+        if tried[nprobe] < recall_target:
+            stats["fallback"] = (f"ivf recall@10 {tried[nprobe]:.3f} < target {recall_target} at nprobe "
+                                 f"{nprobe} (nlist {nlist}): vectors lack cluster structure; exact search")
+            return None, stats
+        index.nprobe = nprobe
+        stats.update({"kind": KIND_IVF, "nprobe": nprobe, "recall_at_10": tried[nprobe]})
+        return index, stats
+
+    def _measure_p50_ms(self, vectors: np.ndarray, seed: int) -> float | None:
+        n = len(vectors)
+        if n == 0:
+            return None
+        rng = np.random.default_rng(seed + 1)
+        qs = vectors[rng.choice(n, min(LATENCY_QUERIES, n), replace=False)]
+        times = []
+        for q in qs:
+            t = time.perf_counter()
+            self._index.search(q[None, :], min(RECALL_K, n))
+            times.append(time.perf_counter() - t)
+            if len(times) >= 3 and sum(times) > 1.0:  # slow (large flat): a few queries are enough
+                break
+        return round(float(np.median(times)) * 1000, 3)
 
     # ---- properties -----------------------------------------------------------------------------------------
+
+    @property
+    def kind(self) -> str:
+        return self.stats.get("kind", KIND_FLAT)
 
     @property
     def dim(self) -> int:
@@ -85,11 +306,18 @@ class VectorIndex:
 
     @property
     def ids(self) -> list[str]:
-        """Clip ids by index position (a copy)."""
-        return list(self._ids)
+        """Clip ids, in label order (a copy)."""
+        self._lock.acquire_read()
+        try:
+            return [self._label_to_id[lb] for lb in sorted(self._label_to_id)]
+        finally:
+            self._lock.release_read()
 
     def __len__(self) -> int:
         return int(self._index.ntotal)
+
+    def __contains__(self, clip_id: str) -> bool:
+        return clip_id in self._id_to_label
 
     def __repr__(self) -> str:
         return f"VectorIndex(kind={self.kind!r}, n={len(self)}, dim={self.dim}, store_version={self.store_version})"
@@ -101,7 +329,7 @@ class VectorIndex:
 
         ``queries`` is ``(dim,)`` or ``(B, dim)``; the answer always has one list per query (``B`` lists).
         ``negative=True`` returns the most negative scores first (searching with ``-q`` and negating back).
-        ``k`` larger than the index returns every clip; an empty index returns empty lists.
+        ``k`` larger than the index returns every clip it finds; an empty index returns empty lists.
         """
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k={k!r} is invalid: a positive int")
@@ -115,16 +343,66 @@ class VectorIndex:
         if negative:
             q = -q
         q = np.ascontiguousarray(q)  # (B, dim) float32
-        n = len(self)
-        if n == 0 or q.shape[0] == 0:
-            return [[] for _ in range(q.shape[0])]
-        kk = min(int(k), n)
-        scores, pos = self._index.search(q, kk)  # (B, kk), (B, kk)
+        self._lock.acquire_read()
+        try:
+            n = len(self)
+            if n == 0 or q.shape[0] == 0:
+                return [[] for _ in range(q.shape[0])]
+            scores, labels = self._index.search(q, min(int(k), n))  # (B, kk), (B, kk)
+            ids = self._label_to_id
+            out = [[(ids[lb], float(s)) for lb, s in zip(lrow, srow) if lb >= 0]
+                   for lrow, srow in zip(labels.tolist(), scores.tolist())]
+        finally:
+            self._lock.release_read()
         if negative:
-            scores = -scores
-        ids = self._ids
-        return [[(ids[p], float(s)) for p, s in zip(prow, srow) if p >= 0]
-                for prow, srow in zip(pos.tolist(), scores.tolist())]
+            out = [[(c, -s) for c, s in row] for row in out]
+        return out
+
+    # ---- catch-up -------------------------------------------------------------------------------------------
+
+    def diff(self, store_ids: Sequence[str]) -> tuple[list[str], list[str]]:
+        """``(added, removed)``: ids in ``store_ids`` not indexed, and indexed ids not in ``store_ids``."""
+        store_set = set(store_ids)
+        added = [c for c in dict.fromkeys(store_ids) if c not in self._id_to_label]
+        removed = [c for c in self._id_to_label if c not in store_set]
+        return added, removed
+
+    def catch_up(self, ids: Sequence[str], vectors: np.ndarray, store_version: int) -> tuple[int, int]:
+        """Make the index hold exactly ``ids`` (a store snapshot: ``vectors`` row ``i`` for ``ids[i]``).
+
+        Removes the indexed ids not in ``ids`` and adds the new ones, then records ``store_version``.
+        Searches in other threads wait while this runs and then see the new state. Returns ``(added, removed)``.
+        """
+        ids = list(ids)
+        vectors = np.asarray(vectors)
+        if vectors.ndim != 2 or vectors.shape[0] != len(ids) or (len(ids) and vectors.shape[1] != self.dim):
+            raise ValueError(f"vectors shape {vectors.shape} does not match {len(ids)} ids of dim {self.dim}")
+        self._lock.acquire_write()
+        try:
+            faiss = _faiss()
+            added, removed = self.diff(ids)
+            pos = {c: i for i, c in enumerate(ids)}
+            new_vecs = _as_matrix(vectors[[pos[c] for c in added]] if added else np.zeros((0, self.dim)),
+                                  len(added))
+            if removed:
+                rm = np.array([self._id_to_label[c] for c in removed], dtype=np.int64)
+                self._index.remove_ids(faiss.IDSelectorBatch(rm))
+                for c, lb in zip(removed, rm.tolist()):
+                    del self._id_to_label[c]
+                    del self._label_to_id[lb]
+            if added:
+                new_labels = np.arange(self._next_label, self._next_label + len(added), dtype=np.int64)
+                self._index.add_with_ids(new_vecs, new_labels)
+                self._next_label += len(added)
+                for c, lb in zip(added, new_labels.tolist()):
+                    self._id_to_label[c] = lb
+                    self._label_to_id[lb] = c
+            self.store_version = int(store_version)
+            self.stats["n"] = len(self._id_to_label)
+            self.stats["changes_since_build"] = int(self.stats.get("changes_since_build", 0)) + len(added) + len(removed)
+        finally:
+            self._lock.release_write()
+        return len(added), len(removed)
 
     # ---- persistence ----------------------------------------------------------------------------------------
 
@@ -132,68 +410,139 @@ class VectorIndex:
         """Write ``faiss.index`` then ``faiss.json`` atomically into ``index_dir``."""
         index_dir = Path(index_dir)
         index_dir.mkdir(parents=True, exist_ok=True)
-        data = _faiss().serialize_index(self._index)  # uint8 array
+        self._lock.acquire_read()  # a consistent state: no catch-up while serializing
+        try:
+            data = _faiss().serialize_index(self._index)  # uint8 array
+            labels = sorted(self._label_to_id)
+            ids = [self._label_to_id[lb] for lb in labels]
+            meta = {"format": FORMAT, "kind": self.kind, "store_version": self.store_version, "count": len(self),
+                    "dim": self.dim, "next_label": self._next_label, "stats": self.stats}
+        finally:
+            self._lock.release_read()
         blob = memoryview(np.ascontiguousarray(data))
         atomic_write(index_dir / INDEX_FILE, blob)
-        meta = {"format": FORMAT, "kind": self.kind, "store_version": self.store_version, "count": len(self),
-                "dim": self.dim, "index_bytes": blob.nbytes, "crc32": zlib.crc32(blob), "ids": self._ids}
+        meta.update({"index_bytes": blob.nbytes, "crc32": zlib.crc32(blob), "ids": ids, "labels": labels})
         atomic_write(index_dir / META_FILE, json.dumps(meta).encode("utf-8"))
 
     @classmethod
     def load(cls, index_dir: str | os.PathLike) -> "VectorIndex":
         """Read a saved index. ``FileNotFoundError`` if none; ``ValueError`` if the files are inconsistent."""
+        faiss = _faiss()
         index_dir = Path(index_dir)
         meta_path, index_path = index_dir / META_FILE, index_dir / INDEX_FILE
         if not meta_path.exists() or not index_path.exists():
             raise FileNotFoundError(f"no saved FAISS index in {str(index_dir)!r}")
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("kind") != cls.kind:
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("kind") not in (KIND_FLAT, KIND_IVF):
             raise ValueError(f"{str(meta_path)!r}: unknown format/kind "
-                             f"{meta.get('format') if isinstance(meta, dict) else meta!r}")
+                             f"{(meta.get('format'), meta.get('kind')) if isinstance(meta, dict) else meta!r}")
         data = np.fromfile(index_path, dtype=np.uint8)
         if data.size != meta.get("index_bytes"):
             raise ValueError(f"{str(index_path)!r} has {data.size} bytes, {str(meta_path)!r} expects "
                              f"{meta.get('index_bytes')}")
         if zlib.crc32(memoryview(data)) != meta.get("crc32"):
             raise ValueError(f"{str(index_path)!r}: checksum does not match {str(meta_path)!r}")
-        index = _faiss().deserialize_index(data)
-        ids = meta["ids"]
+        index = faiss.deserialize_index(data)
+        ids, labels = meta["ids"], meta["labels"]
         if index.ntotal != meta["count"] or len(ids) != meta["count"] or index.d != meta["dim"]:
             raise ValueError(f"{str(index_dir)!r}: faiss index has {index.ntotal} x {index.d}, metadata says "
                              f"{meta['count']} x {meta['dim']} with {len(ids)} ids")
-        if not isinstance(index, _faiss().IndexFlatIP):
-            raise ValueError(f"{str(index_path)!r} is a {type(index).__name__}, expected IndexFlatIP")
-        return cls(index, ids, meta["store_version"])
+        stats = meta.get("stats") or {}
+        if meta["kind"] == KIND_IVF:
+            if not isinstance(index, faiss.IndexIVFFlat):
+                raise ValueError(f"{str(index_path)!r} is a {type(index).__name__}, expected IndexIVFFlat")
+            index.nprobe = int(stats["nprobe"])
+        elif not isinstance(index, faiss.IndexIDMap2):
+            raise ValueError(f"{str(index_path)!r} is a {type(index).__name__}, expected IndexIDMap2")
+        return cls(index, labels, ids, meta["store_version"], stats, next_label=meta["next_label"])
+
+
+def _first_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
 
 
 def open_index(store: "ClipStore", index_dir: str | os.PathLike | None = None,
-               log: logging.Logger = _log) -> VectorIndex:
-    """A :class:`VectorIndex` current with ``store``: the saved one if still current, else rebuilt and saved.
+               log: logging.Logger = _log, *, kind: str = "auto", recall_target: float = 0.95,
+               current: VectorIndex | None = None) -> VectorIndex:
+    """A :class:`VectorIndex` current with ``store``: loaded, caught up, or rebuilt; saved when it changed.
 
-    ``index_dir`` defaults to the store's folder. Logs one INFO line saying whether the index was loaded or
-    why it was rebuilt (missing, stale, corrupt). A failure to save (read-only folder) is logged, not raised.
+    ``index_dir`` defaults to the store's folder. ``current`` (an index already in memory, e.g. a service's)
+    is caught up in place instead of reading the saved one. Catch-up (remove the ids that left the store, add
+    the new ones) is used while the changes since the last build stay within ``CATCH_UP_MAX_CHANGE`` of its
+    size; otherwise, or when the saved index is missing/corrupt, or ``kind`` asks for another kind, or
+    ``auto``'s choice changed with the size, it is rebuilt. Logs one INFO line saying which. A failure to save
+    (read-only folder) is logged, not raised.
     """
+    choose_kind(0, 1, kind)  # validates kind
     index_dir = Path(index_dir) if index_dir is not None else Path(store.path)
-    version, count, dim = store.version, len(store), store.dim
-    try:
-        index = VectorIndex.load(index_dir)
-    except FileNotFoundError:
-        why = "built (no saved index)"
-    except Exception as e:  # garbage or truncated files, a FAISS error, bad JSON: rebuild
-        first_line = (str(e).strip().splitlines() or [""])[0][:200]
-        why = f"rebuilt because corrupt: {type(e).__name__}: {first_line}"
-    else:
-        if index.store_version == version and len(index) == count and index.dim == dim:
-            log.info("FAISS index at %s: loaded (store version %d, %d vectors, dim %d)",
-                     index_dir, version, count, dim)
+    version, dim = store.version, store.dim
+    index = current
+    why = None
+    if index is None:
+        try:
+            index = VectorIndex.load(index_dir)
+        except FileNotFoundError:
+            why = "built (no saved index)"
+        except Exception as e:  # garbage or truncated files, a FAISS error, bad JSON: rebuild
+            why = f"rebuilt because corrupt: {_first_line(e)}"
+    if index is not None and index.dim != dim:
+        why, index = f"rebuilt because stale (index dim {index.dim}, store dim {dim})", None
+    if index is not None and index.store_version == version and len(index) == len(store):
+        if current is not None:
+            return current  # already current in memory
+        if _kind_mismatch(index, len(index), kind, recall_target) is None:
+            log.info("FAISS index at %s: loaded (store version %d, %d vectors, dim %d, %s)",
+                     index_dir, version, len(index), dim, index.kind)
             return index
-        why = (f"rebuilt because stale (index: store version {index.store_version}, {len(index)} vectors, "
-               f"dim {index.dim}; store: version {version}, {count} vectors, dim {dim})")
     version, ids, vectors = store.snapshot()
-    index = VectorIndex.build(ids, vectors, version)
+    if index is not None:
+        added, removed = index.diff(ids)
+        changes = len(added) + len(removed) + int(index.stats.get("changes_since_build", 0))
+        base = max(int(index.stats.get("built_n", len(index))), 1)
+        mismatch = _kind_mismatch(index, len(ids), kind, recall_target)
+        if mismatch is not None:
+            why = f"rebuilt because {mismatch}"
+        elif changes > CATCH_UP_MAX_CHANGE * base:
+            why = (f"rebuilt because stale and the change is large (+{len(added)} -{len(removed)}, "
+                   f"{changes} changes since the build of {base} vectors > {CATCH_UP_MAX_CHANGE:.0%})")
+        else:
+            was = index.store_version
+            try:
+                index.catch_up(ids, vectors, version)
+            except Exception as e:  # a FAISS error while updating: never fatal, rebuild
+                why = f"rebuilt because catch-up failed: {_first_line(e)}"
+            else:
+                _save(index, index_dir, log)
+                log.info("FAISS index at %s: caught up: +%d -%d (store version %d -> %d, %d vectors, %s)",
+                         index_dir, len(added), len(removed), was, version, len(index), index.kind)
+                return index
+    new = VectorIndex.build(ids, vectors, version, kind=kind, recall_target=recall_target)
+    _save(new, index_dir, log)
+    fb = f"; {new.stats['fallback']}" if new.stats.get("fallback") else ""
+    log.info("FAISS index at %s: %s; now store version %d, %d vectors, %s (nprobe %s, recall@10 %s)%s",
+             index_dir, why, version, len(new), new.kind, new.stats.get("nprobe"), new.stats.get("recall_at_10"), fb)
+    return new
+
+
+def _kind_mismatch(index: VectorIndex, n: int, kind: str, recall_target: float) -> str | None:
+    """Why ``index`` is not what ``kind`` asks for at size ``n`` (None if it is)."""
+    requested = index.stats.get("requested", index.kind)
+    if kind == "auto" and requested != "auto":
+        return None  # built with an explicit kind: auto keeps it
+    if kind != "auto":
+        if requested != kind and index.kind != kind:
+            return f"kind {index.kind!r} was asked to be {kind!r}"
+        if kind == KIND_IVF and index.stats.get("recall_target", recall_target) < recall_target:
+            return f"recall target raised to {recall_target}"
+        return None
+    want = choose_kind(n, index.dim, "auto")
+    if want != index.kind and not (want == KIND_IVF and index.stats.get("fallback")):
+        return f"auto picks {want!r} at {n} vectors (index is {index.kind!r})"
+    return None
+
+
+def _save(index: VectorIndex, index_dir: Path, log: logging.Logger) -> None:
     try:
         index.save(index_dir)
     except OSError as e:
         log.warning("FAISS index at %s: could not save (%s); using it in memory", index_dir, e)
-    log.info("FAISS index at %s: %s; now store version %d, %d vectors", index_dir, why, version, len(index))
-    return index

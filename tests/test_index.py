@@ -80,6 +80,7 @@ def test_save_load_round_trip(tmp_path):
     index.save(tmp_path)
     meta = json.loads((tmp_path / "faiss.json").read_text())
     assert meta["store_version"] == 7 and meta["count"] == 30 and meta["dim"] == DIM and meta["ids"] == ids
+    assert meta["kind"] == "flat" and meta["stats"]["kind"] == "flat"
     loaded = VectorIndex.load(tmp_path)
     assert loaded.ids == ids and loaded.store_version == 7 and len(loaded) == 30
     q = _unit(3, seed=4)
@@ -89,7 +90,7 @@ def test_save_load_round_trip(tmp_path):
         VectorIndex.load(tmp_path / "none")
 
 
-def test_open_index_loads_then_rebuilds_when_stale(tmp_path, caplog):
+def test_open_index_loads_then_catches_up_when_stale(tmp_path, caplog):
     store = _store(tmp_path, 40)
     with caplog.at_level(logging.INFO, logger="motive_index.index"):
         first = open_index(store, tmp_path)
@@ -104,7 +105,7 @@ def test_open_index_loads_then_rebuilds_when_stale(tmp_path, caplog):
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="motive_index.index"):
         third = open_index(store)  # index_dir defaults to the store's folder
-    assert "stale" in caplog.text
+    assert "caught up: +1 -0" in caplog.text
     assert len(third) == 41 and third.store_version == store.version
     assert third.search(_unit(1, seed=9)[0], k=1)[0][0][0] == "new"
     assert VectorIndex.load(tmp_path).store_version == store.version
@@ -148,3 +149,236 @@ def test_open_index_empty_store(tmp_path):
     index = open_index(store, tmp_path)
     assert len(index) == 0 and index.search(_unit(1)[0], 3) == [[]]
     assert len(open_index(store, tmp_path)) == 0
+
+
+# ---- index kinds, recall tuning, catch-up, threads ----------------------------------------------------------
+
+
+def _fp(dim):
+    return {"projection": {"kind": "identity", "dim": dim, "seed": 0}}
+
+
+def _clustered(n, dim=DIM, clusters=30, noise=0.3, seed=0):
+    """Unit vectors around ``clusters`` random centres: the structure IVF relies on."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim))
+    x = centres[rng.integers(0, clusters, n)] + noise * rng.standard_normal((n, dim))  # (n, dim)
+    x = x.astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _records(ids, vecs):
+    return [{"clip_id": c, "path": "", "caption": "", "metadata": {}, "vector": v} for c, v in zip(ids, vecs)]
+
+
+def _filled(path, vecs, prefix="c"):
+    store = ClipStore.create(path, _fp(vecs.shape[1]), vecs.shape[1])
+    store.add(_records([f"{prefix}{i}" for i in range(len(vecs))], vecs))
+    return store
+
+
+def _recall(index, ids, vecs, queries, k=10, negative=False):
+    got = index.search(queries, k, negative=negative)
+    total = 0.0
+    for q, hits in zip(queries, got):
+        want, _ = _brute(ids, vecs, q, k, negative=negative)
+        total += len(set(want) & {c for c, _ in hits}) / k
+    return total / len(queries)
+
+
+def _index_logs(caplog):
+    return [r.getMessage() for r in caplog.records if r.name == "motive_index.index"]
+
+
+def test_auto_picks_flat_for_small_n(tmp_path):
+    store = _store(tmp_path, 300)
+    index = open_index(store, tmp_path)  # kind="auto"
+    assert index.kind == "flat" and index.stats["kind"] == "flat" and index.stats["recall_at_10"] == 1.0
+    from motive_index.index import choose_kind
+    assert choose_kind(10_000, 512) == "flat" and choose_kind(1_000_000, 512) == "ivf"
+    with pytest.raises(ValueError):
+        open_index(store, tmp_path, kind="hnsw")
+
+
+def test_ivf_on_clustered_reaches_recall_target_and_reports_it(tmp_path, caplog):
+    vecs = _clustered(3000)
+    store = _filled(tmp_path, vecs)
+    with caplog.at_level(logging.INFO, logger="motive_index.index"):
+        index = open_index(store, tmp_path, kind="ivf", recall_target=0.95)
+    st = index.stats
+    assert st["kind"] == "ivf" and index.kind == "ivf" and "fallback" not in st
+    assert st["recall_at_10"] >= 0.95 and 1 <= st["nprobe"] <= st["nlist"]
+    assert st["n"] == 3000 and st["p50_ms"] > 0 and st["build_seconds"] > 0
+    assert "ivf" in caplog.text and "recall@10" in caplog.text
+    # independent check: fresh queries from the same distribution, against brute force
+    ids = [f"c{i}" for i in range(3000)]
+    queries = _clustered(50, seed=5)
+    assert _recall(index, ids, vecs, queries) >= 0.9
+    hits = index.search(queries[0], 10)[0]  # scores are exact inner products, best first
+    exact = {c: float(v @ queries[0]) for c, v in zip(ids, vecs)}
+    np.testing.assert_allclose([s for _, s in hits], [exact[c] for c, _ in hits], atol=1e-5)
+    assert [s for _, s in hits] == sorted((s for _, s in hits), reverse=True)
+    # the stats are saved, and a reopen loads (not rebuilds) the ivf index
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="motive_index.index"):
+        again = open_index(ClipStore.open(tmp_path), tmp_path)  # auto keeps the explicitly asked kind
+    assert "loaded" in caplog.text and again.kind == "ivf" and again.stats["nprobe"] == st["nprobe"]
+    assert json.loads((tmp_path / "faiss.json").read_text())["stats"]["recall_at_10"] == st["recall_at_10"]
+
+
+def test_ivf_negative_search(tmp_path):
+    vecs = _clustered(3000, seed=2)
+    store = _filled(tmp_path, vecs)
+    index = open_index(store, tmp_path, kind="ivf")
+    assert index.kind == "ivf"
+    ids = [f"c{i}" for i in range(3000)]
+    queries = _clustered(30, seed=6)
+    assert _recall(index, ids, vecs, queries, negative=True) >= 0.9
+    hits = index.search(queries[0], 5, negative=True)[0]
+    assert all(s < 0 for _, s in hits) and [s for _, s in hits] == sorted(s for _, s in hits)
+    exact = {c: float(v @ queries[0]) for c, v in zip(ids, vecs)}
+    np.testing.assert_allclose([s for _, s in hits], [exact[c] for c, _ in hits], atol=1e-5)
+
+
+def test_random_vectors_fall_back_to_flat(tmp_path, caplog):
+    vecs = _unit(3000, dim=64)
+    store = _filled(tmp_path, vecs)
+    with caplog.at_level(logging.INFO, logger="motive_index.index"):
+        index = open_index(store, tmp_path, kind="ivf")
+    st = index.stats
+    assert index.kind == "flat" and st["requested"] == "ivf" and "cluster structure" in st["fallback"]
+    assert max(st["recall_by_nprobe"].values()) < 0.95 and st["recall_at_10"] == 1.0
+    assert "cluster structure" in caplog.text
+    ids = [f"c{i}" for i in range(3000)]
+    assert _recall(index, ids, vecs, _unit(10, dim=64, seed=3)) == 1.0  # exact
+    # reopening with the same request keeps the fallback rather than retrying every time
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="motive_index.index"):
+        open_index(ClipStore.open(tmp_path), tmp_path, kind="ivf")
+    assert "loaded" in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_catch_up_after_adds_and_removes(tmp_path, caplog, kind):
+    vecs = _clustered(2000, seed=3)
+    store = _filled(tmp_path, vecs)
+    first = open_index(store, tmp_path, kind=kind)
+    assert first.kind == kind
+    new = _clustered(60, seed=4)
+    store.add(_records([f"n{i}" for i in range(60)], new))
+    gone = [f"c{i}" for i in range(0, 200, 5)]  # 40
+    store.remove(gone)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="motive_index.index"):
+        index = open_index(ClipStore.open(tmp_path), tmp_path, kind=kind)
+    logs = _index_logs(caplog)
+    assert len(logs) == 1 and "caught up: +60 -40" in logs[0]
+    assert sorted(index.ids) == sorted(store.ids()) and len(index) == len(store) == 2020
+    assert index.store_version == store.version and index.kind == kind
+    assert index.stats["changes_since_build"] == 100
+    # new clips are found, removed clips never come back
+    for i in (0, 17, 59):
+        assert index.search(new[i], 1)[0][0][0] == f"n{i}"
+    res = index.search(vecs[:200], 10)
+    assert not {c for row in res for c, _ in row} & set(gone)
+    # saved: a reopen loads the caught-up index
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="motive_index.index"):
+        again = open_index(ClipStore.open(tmp_path), tmp_path, kind=kind)
+    assert "loaded" in caplog.text and sorted(again.ids) == sorted(store.ids())
+    assert again.search(new[5], 1)[0][0][0] == "n5"
+
+
+def test_catch_up_in_memory_current(tmp_path, caplog):
+    store = _store(tmp_path, 100)
+    index = open_index(store, tmp_path)
+    store.add(_records(["x"], _unit(1, seed=42)))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="motive_index.index"):
+        same = open_index(store, tmp_path, current=index)
+    assert same is index and "caught up: +1 -0" in caplog.text and "x" in index
+    assert open_index(store, tmp_path, current=index) is index  # current already: nothing to do
+
+
+def test_big_change_rebuilds(tmp_path, caplog):
+    store = _store(tmp_path, 100)
+    open_index(store, tmp_path)
+    store.add(_records([f"n{i}" for i in range(30)], _unit(30, seed=8)))  # 30% > 20%
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="motive_index.index"):
+        index = open_index(ClipStore.open(tmp_path), tmp_path)
+    logs = _index_logs(caplog)
+    assert len(logs) == 1 and "rebuilt because stale" in logs[0] and "+30 -0" in logs[0]
+    assert sorted(index.ids) == sorted(store.ids()) and index.stats["changes_since_build"] == 0
+
+
+def test_small_changes_accumulate_to_a_rebuild(tmp_path, caplog):
+    store = _store(tmp_path, 100)
+    open_index(store, tmp_path)
+    for step in range(3):  # 3 x 8 changes: the third pushes the total since the build past 20 %
+        store.add(_records([f"s{step}_{i}" for i in range(8)], _unit(8, seed=20 + step)))
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="motive_index.index"):
+            index = open_index(ClipStore.open(tmp_path), tmp_path)
+        assert ("caught up" in caplog.text) == (step < 2)
+    assert "rebuilt" in caplog.text and sorted(index.ids) == sorted(store.ids())
+
+
+def test_asking_another_kind_rebuilds(tmp_path, caplog):
+    store = _filled(tmp_path, _clustered(2000, seed=9))
+    assert open_index(store, tmp_path, kind="flat").kind == "flat"
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="motive_index.index"):
+        index = open_index(store, tmp_path, kind="ivf")
+    assert index.kind == "ivf" and "rebuilt because kind" in caplog.text
+
+
+def test_corrupt_ivf_index_rebuilt(tmp_path, caplog):
+    store = _filled(tmp_path, _clustered(2000, seed=10))
+    open_index(store, tmp_path, kind="ivf")
+    f = tmp_path / "faiss.index"
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte: the crc catches it
+    f.write_bytes(bytes(data))
+    store.add(_records(["late"], _clustered(1, seed=11)))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="motive_index.index"):
+        index = open_index(ClipStore.open(tmp_path), tmp_path, kind="ivf")
+    assert "corrupt" in caplog.text and len(index) == 2001 and "late" in index
+    assert VectorIndex.load(tmp_path).kind == "ivf"
+
+
+def test_search_while_catching_up_from_another_thread(tmp_path):
+    import threading
+
+    vecs = _clustered(2000, seed=12)
+    store = _filled(tmp_path, vecs)
+    index = open_index(store, tmp_path, kind="ivf")
+    queries = vecs[:50]
+    errors, stop = [], threading.Event()
+
+    def reader():
+        try:
+            while not stop.is_set():
+                for row in index.search(queries, 5):
+                    assert len(row) == 5 and all(isinstance(c, str) for c, _ in row)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    ids = [f"c{i}" for i in range(2000)]
+    try:
+        for step in range(5):
+            extra = [f"t{step}_{i}" for i in range(20)]
+            all_ids = ids[20:] + extra  # remove 20, add 20 each step
+            all_vecs = np.concatenate([vecs[20:], _clustered(20, seed=100 + step)])
+            assert index.catch_up(all_ids, all_vecs, 100 + step) == (20, 20)
+            ids, vecs = all_ids, all_vecs
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors
+    assert sorted(index.ids) == sorted(ids) and index.store_version == 104

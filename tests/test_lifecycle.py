@@ -6,10 +6,8 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
-import pytest
 from click.testing import CliRunner
 
 from motive_index.api import MotiveIndex
