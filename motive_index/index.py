@@ -53,7 +53,6 @@ FORMAT = 2
 KIND_FLAT = "flat"
 KIND_IVF = "ivf"
 KINDS = ("auto", KIND_FLAT, KIND_IVF)
-KIND_FLAT_IP = KIND_FLAT  # old name
 
 #: ``auto`` picks exact search while N * dim is at most this (flat single-query p50 on the 2-core dev machine:
 #: 0.5 ms at 5 k x 512, 1.3 ms at 10 k, 3.8 ms at 20 k: 2 ms is passed near 15 k x 512 = 7.7 M floats).
