@@ -276,9 +276,25 @@ class MotiveIndex:
                  "static": prep.metadata.get("static", False)}
         return QueryResult(hits=hits, timings=timings, query=query)
 
+    def _search_stats(self) -> dict[str, Any]:
+        """The saved FAISS index's stats (kind, recall, latency) without loading it; ``stale`` when the store
+        has moved on since (the next query catches it up)."""
+        from .index import META_FILE
+
+        if self._index is not None:
+            stats, version = dict(self._index.stats), self._index.store_version
+        else:
+            try:
+                meta = json.loads((self.path / META_FILE).read_text())
+                stats, version = dict(meta.get("stats", {})), meta.get("store_version")
+            except (OSError, ValueError):
+                return {"kind": "none", "stale": True}
+        stats["stale"] = version != self.store.version
+        return stats
+
     def info(self) -> dict[str, Any]:
         fp = self.store.fingerprint
         return {"index": str(self.path), "size": len(self.store), "store_version": self.store.version,
                 "dim": self.store.dim, "model": self.model_ref, "failed": len(self.store.failures()),
-                "removed": len(self.store.removed()), "search": self._ensure_index().stats,
+                "removed": len(self.store.removed()), "search": self._search_stats(),
                 "fingerprint": fp}

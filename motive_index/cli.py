@@ -202,6 +202,8 @@ def _search_text(st: dict) -> str:
         text += f" (fallback: {st['fallback']})"
     if st.get("p50_ms") is not None:
         text += f", p50 {st['p50_ms']:.2f} ms per query"
+    if st.get("stale"):
+        text += " (behind the store: the next query catches it up)"
     return text
 
 

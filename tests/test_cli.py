@@ -67,6 +67,7 @@ def test_info_reports_size_fingerprint_model_and_version(runner, built_index, mo
     fp = d["fingerprint"]
     assert fp["projection"]["dim"] == 64 and fp["mask"]["kind"] == "flow" and fp["estimator"]["timestep"] == 751
     assert fp["model"]["family"] == "wan"
+    assert d["search"]["kind"] == "flat" and d["search"]["recall_at_10"] == 1.0 and d["search"]["stale"] is False
     assert "clips 12" in run(runner, "info", "--index", built_index).output
     # the store is a plain LanceDB table: readable without this package
     df = lancedb.connect(built_index / "lancedb").open_table("clips").to_pandas()
