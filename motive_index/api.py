@@ -102,8 +102,9 @@ class MotiveIndex:
         """Embed every clip of ``manifest`` not yet in the store at ``index`` (creating it if needed).
 
         ``mask``: ``'flow'``, ``'none'`` or a full :class:`MaskConfig`; ``motion``: ``'object'`` or ``'all'``
-        (with a mask kind; defaults to MaskConfig's). Resumable: clips already stored are skipped, finished clips are written every ``batch`` clips, and a
-        clip that fails (bad video, NaN gradient) is recorded with its reason while the build goes on.
+        (with a mask kind; defaults to MaskConfig's). Resumable: clips already stored are skipped, finished
+        clips are written every ``batch`` clips (default 1: a crash, even kill -9, loses no finished clip), and
+        a clip that fails (bad video, NaN gradient) is recorded with its reason while the build goes on.
         """
         from .backbones import load_backbone
         from .gradients import GradientEngine
@@ -111,7 +112,7 @@ class MotiveIndex:
         from .store import ClipStore
 
         t_start = time.perf_counter()
-        clips = manifest if isinstance(manifest, list) else read_manifest(manifest)
+        clips = manifest if isinstance(manifest, list) else read_manifest(manifest)  # bad manifest: fail first
         backbone = load_backbone(model, device=device)
         if not isinstance(mask, MaskConfig):
             mask = MaskConfig(kind=mask, **({"motion": motion} if motion else {}))
@@ -124,11 +125,8 @@ class MotiveIndex:
         _write_settings(index_dir, _model_ref(model), mask)
         self = cls(index_dir, store, device=device)
         self._engine = engine
-        report = self._embed_into_store(clips, batch, progress)
-        self._index = None
-        self._ensure_index()
-        report.seconds = time.perf_counter() - t_start
-        report.size = len(store)
+        report = self.add(clips, batch=batch, progress=progress)
+        report.seconds = time.perf_counter() - t_start  # model loading included
         return self, report
 
     def _embed_into_store(self, clips, batch: int, progress: Progress | None) -> BuildReport:
