@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -53,11 +54,12 @@ class QueryResult:
         return {"query": self.query, "hits": [h.to_dict() for h in self.hits], "timings": self.timings}
 
 
-def _write_settings(index_dir: Path, model: str, mask: MaskConfig) -> None:
-    """Where the model (and a learned flow model) live: needed to query, but not part of the fingerprint."""
+def _write_settings(index_dir: Path, model: str, mask: MaskConfig, checkpointing: bool = False) -> None:
+    """Where the model (and a learned flow model) live and how to run it: needed to query, but not part of the
+    fingerprint."""
     path = index_dir / SETTINGS_FILE
     if not path.is_file():
-        settings = {"model": model}
+        settings = {"model": model, "checkpointing": bool(checkpointing)}
         if mask.flow_model:
             settings["flow_model"] = str(Path(mask.flow_model).resolve())
         atomic_write(path, json.dumps(settings, indent=2))
@@ -88,6 +90,7 @@ class MotiveIndex:
         settings = json.loads(settings_path.read_text()) if settings_path.is_file() else {}
         self.model_ref = model or settings.get("model")
         self.flow_model = settings.get("flow_model", "")
+        self.checkpointing = bool(settings.get("checkpointing", False))
         self._engine = None
         self._index = None
         self._index_lock = threading.Lock()  # one catch-up at a time; searches use the index they got
@@ -97,12 +100,15 @@ class MotiveIndex:
     def build(cls, manifest: str | Path | list, model: str | Path, index: str | Path, *,
               mask: str | MaskConfig = "flow", motion: str | None = None,
               dim: int = 512, projection_seed: int = 0, timestep: int = 751, noise_seed: int = 0,
-              device: str = "cpu", batch: int = 1, progress: Progress | None = None
+              samples: int = 1, params: tuple[str, ...] = (), precision: str = "fp32",
+              checkpointing: bool = False, device: str = "cpu", batch: int = 1, progress: Progress | None = None
               ) -> tuple["MotiveIndex", BuildReport]:
         """Embed every clip of ``manifest`` not yet in the store at ``index`` (creating it if needed).
 
         ``mask``: ``'flow'``, ``'none'`` or a full :class:`MaskConfig`; ``motion``: ``'object'`` or ``'all'``
-        (with a mask kind; defaults to MaskConfig's). Resumable: clips already stored are skipped, finished
+        (with a mask kind; defaults to MaskConfig's). ``samples``, ``params``, ``precision``: see
+        :class:`EstimatorConfig`; ``checkpointing`` trades time for memory and is kept for later adds and
+        queries (it does not change the vectors). Resumable: clips already stored are skipped, finished
         clips are written every ``batch`` clips (default 1: a crash, even kill -9, loses no finished clip), and
         a clip that fails (bad video, NaN gradient) is recorded with its reason while the build goes on.
         """
@@ -118,11 +124,13 @@ class MotiveIndex:
             mask = MaskConfig(kind=mask, **({"motion": motion} if motion else {}))
         elif motion and motion != mask.motion:
             raise ValueError(f"motion={motion!r} contradicts the MaskConfig's motion={mask.motion!r}")
-        engine = GradientEngine(backbone, mask, EstimatorConfig(timestep=timestep,
-                                noise_seed=noise_seed), ProjectionConfig(dim=dim, seed=projection_seed))
+        estimator = EstimatorConfig(timestep=timestep, noise_seed=noise_seed, samples=samples,
+                                    params=tuple(params), precision=precision)
+        engine = GradientEngine(backbone, mask, estimator, ProjectionConfig(dim=dim, seed=projection_seed),
+                                checkpointing=checkpointing)
         index_dir = Path(index)
         store = ClipStore.create(index_dir, engine.fingerprint(), dim)   # refuses another fingerprint
-        _write_settings(index_dir, _model_ref(model), mask)
+        _write_settings(index_dir, _model_ref(model), mask, checkpointing)
         self = cls(index_dir, store, device=device)
         self._engine = engine
         report = self.add(clips, batch=batch, progress=progress)
@@ -151,11 +159,20 @@ class MotiveIndex:
                     self.store.compact()
                 report.stage_seconds["store"] = report.stage_seconds.get("store", 0.0) + time.perf_counter() - t0
 
+        engine = self._engine
+        # Decoding and flow of the next clip (CPU work that releases the GIL) overlap the model's work on this one.
+        reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="motive-read")
+
+        def read(c):
+            return reader.submit(engine.read, c.path, c.start_sec, c.end_sec)
+
+        ahead = read(todo[0]) if todo else None
         try:
             for i, clip in enumerate(todo):
+                this, ahead = ahead, (read(todo[i + 1]) if i + 1 < len(todo) else None)
                 try:
-                    vec, prep = self._engine.embed(clip.path, clip.caption, clip.start_sec, clip.end_sec,
-                                                   name=clip.clip_id)
+                    vec, prep = engine.embed(clip.path, clip.caption, clip.start_sec, clip.end_sec,
+                                             name=clip.clip_id, read=this.result())
                 except MotiveIndexError as e:  # bad video, NaN gradient...: recorded, and the build goes on
                     report.failed[clip.clip_id] = str(e)
                     self.store.record_failure(clip.clip_id, clip.path, str(e))
@@ -172,6 +189,7 @@ class MotiveIndex:
                 if progress:
                     progress(i + 1, len(todo), clip.clip_id)
         finally:  # interrupted (Ctrl-C, out of memory...): what is finished is stored all the same
+            reader.shutdown(wait=False, cancel_futures=True)
             flush()
         if flushes >= 8:
             self.store.compact()
@@ -213,7 +231,7 @@ class MotiveIndex:
         if mask.get("flow") == "learned":  # stored as the model file's hash; the path is in settings.json
             mask["flow_model"] = self.flow_model
         engine = GradientEngine(backbone, MaskConfig.from_dict(mask), EstimatorConfig.from_dict(fp["estimator"]),
-                                ProjectionConfig.from_dict(fp["projection"]))
+                                ProjectionConfig.from_dict(fp["projection"]), checkpointing=self.checkpointing)
         check_fingerprint(fp, engine.fingerprint())  # e.g. the model directory changed since the build
         self._engine = engine
         return engine

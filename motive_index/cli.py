@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import MOTION_KINDS
+from .config import MOTION_KINDS, PRECISIONS
 from .errors import MotiveIndexError
 
 EXIT_PARTIAL = 5
@@ -178,16 +178,29 @@ def finetune(manifest, model, out_dir, steps, lr, batch_size, seed, device, quie
               help="flow: the motion-weighted loss; none: the ordinary loss (baseline).")
 @_mask_options
 @click.option("--dim", default=512, show_default=True, type=click.IntRange(1), help="Projected dimensions.")
+@click.option("--samples", default=1, show_default=True, type=click.IntRange(1, 1000),
+              help="(timestep, noise) pairs averaged per clip: 1 is the paper's single sample at t=751; K > 1 "
+                   "uses K strata of [0, 1000) (K times the cost).")
+@click.option("--params", "params", multiple=True, metavar="PATTERN",
+              help="Only transformer parameters whose name matches this fnmatch pattern (repeatable), "
+                   "e.g. 'blocks.*.attn1.*'. Default: all.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+              help="bf16: forward under bf16 autocast (faster on GPUs; vectors differ slightly from fp32).")
+@click.option("--checkpointing", is_flag=True,
+              help="Gradient checkpointing: less memory, more time; same vectors. Kept for later adds/queries.")
 @_DEVICE
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", is_flag=True)
-def build(manifest, model, index_dir, mask, motion, flow, flow_model, normalize, dim, device, as_json, quiet):
+def build(manifest, model, index_dir, mask, motion, flow, flow_model, normalize, dim, samples, params,
+          precision, checkpointing, device, as_json, quiet):
     """Embed MANIFEST's clips into the index at --index (resumes; skips clips already stored)."""
     from .api import MotiveIndex
 
     cfg = _mask_config(mask, motion, flow, flow_model, normalize)
     with _bar("build", quiet) as bar:
-        _, report = MotiveIndex.build(manifest, model, index_dir, mask=cfg, dim=dim, device=device, progress=bar)
+        _, report = MotiveIndex.build(manifest, model, index_dir, mask=cfg, dim=dim, samples=samples,
+                                      params=params, precision=precision, checkpointing=checkpointing,
+                                      device=device, progress=bar)
     _emit(report.to_dict(), as_json, _report_text(report))
     if report.failed:
         sys.exit(EXIT_PARTIAL)

@@ -115,25 +115,50 @@ class MaskConfig(_Config):
 
 
 LOSS_KINDS = ("mse",)
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
 class EstimatorConfig(_Config):
-    """The single-sample estimator: one fixed timestep and one seeded noise draw shared by every clip and query.
+    """How one clip's gradient is estimated: which (timestep, noise) pairs, which parameters, what precision.
 
     ``timestep`` indexes the scheduler's ``num_train_timesteps`` (the paper: 751 of 1000); the flow-matching
-    sigma is ``timestep / num_train_timesteps`` passed through the scheduler's shift.
+    sigma is ``timestep / num_train_timesteps`` passed through the scheduler's shift. With ``samples`` = 1 (the
+    paper's single-sample estimator) every clip and query shares that timestep and one noise draw seeded by
+    ``noise_seed``. With ``samples`` = K > 1 the gradient is the mean over K shared pairs: timesteps at the
+    centres of K equal strata of [0, 1000) (K = 10: 50, 150, ..., 950) and K noise draws from the same seeded
+    stream (the first is the single-sample draw); ``timestep`` is then unused.
+    ``params``: fnmatch patterns over the transformer's parameter names (e.g. ``blocks.*.attn1.*``); empty
+    means every trainable parameter. ``precision``: ``bf16`` runs the forward pass under bf16 autocast
+    (weights and gradients stay float32); vectors then differ slightly from ``fp32`` ones, so it is part of the
+    fingerprint.
     """
 
     timestep: int = 751
     noise_seed: int = 0
     loss: str = "mse"
+    samples: int = 1
+    params: tuple[str, ...] = ()
+    precision: str = "fp32"
 
     def __post_init__(self):
-        _check(isinstance(self.timestep, int) and 0 <= self.timestep <= 1000, "timestep", self.timestep,
-               "an int in [0, 1000]")
+        _check(isinstance(self.timestep, int) and 0 <= self.timestep < 1000, "timestep", self.timestep,
+               "a training timestep index, an int in [0, 999]")
         _check(isinstance(self.noise_seed, int), "noise_seed", self.noise_seed, "an int")
         _check(self.loss in LOSS_KINDS, "loss", self.loss, f"one of {LOSS_KINDS}")
+        _check(isinstance(self.samples, int) and 1 <= self.samples <= 1000, "samples", self.samples,
+               "an int in [1, 1000]")
+        params = (self.params,) if isinstance(self.params, str) else tuple(self.params)
+        _check(all(isinstance(p, str) and p.strip() for p in params), "params", self.params,
+               "parameter-name patterns (non-empty strings)")
+        object.__setattr__(self, "params", tuple(p.strip() for p in params))
+        _check(self.precision in PRECISIONS, "precision", self.precision, f"one of {PRECISIONS}")
+
+    def timesteps(self) -> tuple[int, ...]:
+        """The timestep of each shared (timestep, noise) pair."""
+        if self.samples == 1:
+            return (self.timestep,)
+        return tuple(int((2 * k + 1) * 1000 // (2 * self.samples)) for k in range(self.samples))
 
 
 PROJECTION_KINDS = ("fastfood", "identity")
@@ -154,3 +179,5 @@ class ProjectionConfig(_Config):
         _check(isinstance(self.seed, int), "seed", self.seed, "an int")
         bs = self.block_size
         _check(isinstance(bs, int) and bs >= 2 and bs & (bs - 1) == 0, "block_size", bs, "a power of two >= 2")
+        _check(self.kind != "fastfood" or self.dim <= bs, "dim", self.dim,
+               f"at most block_size={bs} (the blocks are folded into block_size entries before projecting)")

@@ -61,6 +61,12 @@ class ModelLoadError(MotiveIndexError, ValueError):
     exit_code = 2
 
 
+class SettingsError(MotiveIndexError, ValueError):
+    """Settings that do not fit the model (e.g. parameter patterns that match none of its parameters)."""
+
+    exit_code = 2
+
+
 class FingerprintMismatchError(MotiveIndexError, ValueError):
     """Vectors made under one fingerprint were about to be mixed with vectors made under another."""
 

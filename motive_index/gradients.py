@@ -2,11 +2,17 @@
 
 For every clip and every query alike: standardize -> motion weight on the latent grid -> VAE latents z0 ->
 z_t = (1-σ) z0 + σ ε at one fixed timestep with one seeded ε -> L = mean(W (model(z_t, t, c) - (ε - z0))²) ->
-∇θ L over the transformer's parameters -> projection -> unit vector.
+∇θ L over the selected transformer parameters -> projection -> unit vector.
+
+The gradient is never gathered: a post-accumulate-grad hook on every selected parameter hands its gradient to
+the projector's accumulator the moment backward has finished it, and frees it. Peak memory is the model, the
+activations, the accumulator's fold and the gradients backward has not yet handed over.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fnmatch
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -17,13 +23,13 @@ import torch
 
 from .backbones import Backbone
 from .config import EstimatorConfig, MaskConfig, ProjectionConfig
-from .errors import GradientError
+from .errors import GradientError, SettingsError
 from .loss import motion_weighted_loss
 from .motion import make_flow_estimator, motion_mask, to_latent_grid
 from .projection import make_projector, unit
 from .video import frames_to_tensor, load_video
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: folded Fastfood (projection.py); vectors of format 1 are not comparable
 
 
 @dataclass
@@ -46,42 +52,81 @@ def _file_sha256(path: str) -> str:
     return "sha256:" + h.hexdigest()[:16]
 
 
+def select_parameters(module: torch.nn.Module, patterns: tuple[str, ...] = ()) -> list[tuple[str, torch.nn.Parameter]]:
+    """(name, parameter) in ``named_parameters()`` order: all of them, or those matching any fnmatch pattern."""
+    named = list(module.named_parameters())
+    if not patterns:
+        return named
+    chosen = [(n, p) for n, p in named if any(fnmatch.fnmatchcase(n, pat) for pat in patterns)]
+    if not chosen:
+        raise SettingsError(f"params={list(patterns)!r} match no parameter of the transformer; names look like "
+                         f"{[n for n, _ in named[:4]]}")
+    return chosen
+
+
 class GradientEngine:
-    """Turns clips into unit influence vectors under one fixed set of settings (the fingerprint)."""
+    """Turns clips into unit influence vectors under one fixed set of settings (the fingerprint).
+
+    ``checkpointing`` recomputes activations in backward (less memory, about a third more time); it does not
+    change the vectors, so it is not part of the fingerprint."""
 
     def __init__(self, backbone: Backbone, mask: MaskConfig = MaskConfig(),
-                 estimator: EstimatorConfig = EstimatorConfig(), projection: ProjectionConfig = ProjectionConfig()):
+                 estimator: EstimatorConfig = EstimatorConfig(), projection: ProjectionConfig = ProjectionConfig(),
+                 checkpointing: bool = False):
         self.backbone, self.mask, self.estimator, self.projection_cfg = backbone, mask, estimator, projection
-        self.params = [p for _, p in backbone.transformer.named_parameters() if p.requires_grad]
-        self.num_params = sum(p.numel() for p in self.params)
+        named = select_parameters(backbone.transformer, estimator.params)
+        self.params = [p for _, p in named]
+        self.offsets: list[int] = []
+        total = 0
+        for p in self.params:
+            self.offsets.append(total)
+            total += p.numel()
+        self.num_params = total
         if self.num_params == 0:
-            raise ValueError("the transformer has no trainable parameters to take gradients of")
+            raise ValueError("the transformer has no parameters to take gradients of")
         self.projector = make_projector(projection, self.num_params)
         self.flow = make_flow_estimator(mask, device=str(backbone.device)) if mask.kind == "flow" else None
+        self.checkpointing = bool(checkpointing)
+        if self.checkpointing:
+            if not hasattr(backbone.transformer, "enable_gradient_checkpointing"):
+                raise SettingsError(f"the {backbone.family} transformer does not support gradient checkpointing")
+            backbone.transformer.enable_gradient_checkpointing()
         gen = torch.Generator(device="cpu").manual_seed(estimator.noise_seed)
-        # One noise tensor, drawn on the CPU so it is the same on every device, shared by all clips and queries.
-        self.noise = torch.randn(backbone.latent_shape(), generator=gen).to(backbone.device)
+        # The shared noise draws, on the CPU so they are the same on every device (the first is the single
+        # sample's), one per (timestep, noise) pair.
+        self.timesteps = estimator.timesteps()
+        self.noises = [torch.randn(backbone.latent_shape(), generator=gen).to(backbone.device)
+                       for _ in self.timesteps]
+        self.noise = self.noises[0]
 
     def fingerprint(self) -> dict[str, Any]:
         """Everything that makes two vectors comparable."""
         mask = self.mask.to_dict()
         if self.mask.kind == "flow" and self.mask.flow == "learned":  # the flow model's weights, not its path
             mask["flow_model"] = _file_sha256(self.mask.flow_model)
-        return {"format": FORMAT_VERSION, "model": self.backbone.identity(), "params": "all",
+        return {"format": FORMAT_VERSION, "model": self.backbone.identity(),
+                "params": list(self.estimator.params) or "all", "num_params": self.num_params,
                 "video": self.backbone.spec.to_dict(), "mask": mask,
                 "estimator": self.estimator.to_dict(), "projection": self.projection_cfg.to_dict(),
                 "normalize": "l2"}
 
-    def prepare(self, path: str, caption: str = "", start_sec: float | None = None,
-                end_sec: float | None = None, name: str | None = None) -> PreparedClip:
-        """Decode, standardize, mask, encode. Raises VideoError on bad video."""
+    def read(self, path: str, start_sec: float | None = None, end_sec: float | None = None):
+        """The CPU half of :meth:`prepare`: decode, standardize and mask (safe to run in another thread while
+        the model works on the previous clip). Raises VideoError on bad video."""
         t0 = time.perf_counter()
         video = load_video(path, self.backbone.spec, start_sec=start_sec, end_sec=end_sec)
         t1 = time.perf_counter()
         mm = motion_mask(video.frames, self.mask, self.flow)
-        bb = self.backbone
-        w = to_latent_grid(mm.weight, bb.temporal_factor, bb.spatial_factor, bb.first_frame_alone)
         t2 = time.perf_counter()
+        return video, mm, {"decode": t1 - t0, "flow": t2 - t1}
+
+    def prepare(self, path: str, caption: str = "", start_sec: float | None = None,
+                end_sec: float | None = None, name: str | None = None, read=None) -> PreparedClip:
+        """Decode, standardize, mask, encode (``read``: the result of :meth:`read`, if already done)."""
+        video, mm, timings = read if read is not None else self.read(path, start_sec, end_sec)
+        bb = self.backbone
+        t2 = time.perf_counter()
+        w = to_latent_grid(mm.weight, bb.temporal_factor, bb.spatial_factor, bb.first_frame_alone)
         z0 = bb.encode_video(frames_to_tensor(video.frames))
         t3 = time.perf_counter()
         text = bb.encode_text(caption or "")
@@ -89,42 +134,77 @@ class GradientEngine:
         meta = dict(video.metadata())
         meta.update(static=bool(mm.static))
         return PreparedClip(name=name or str(path), latents=z0, weight=torch.from_numpy(w).to(bb.device),
-                            text=text, metadata=meta,
-                            timings={"decode": t1 - t0, "flow": t2 - t1, "vae": t3 - t2, "text": t4 - t3})
+                            text=text, metadata=meta, timings={**timings, "vae": t3 - t2, "text": t4 - t3})
+
+    @contextlib.contextmanager
+    def _streaming(self, acc, finite: list[torch.Tensor], feed_seconds: list[float]):
+        """Only the selected parameters take gradients; each is fed to ``acc`` and freed as backward ends it."""
+        selected = {id(p) for p in self.params}
+        others = [p for p in self.backbone.transformer.parameters() if id(p) not in selected and p.requires_grad]
+        before = [p.requires_grad for p in self.params]
+
+        def hook(offset: int):
+            def fn(p: torch.Tensor) -> None:
+                t = time.perf_counter()
+                finite[0] &= torch.isfinite(p.grad).all()  # no device sync per parameter
+                acc.feed_at(offset, p.grad)
+                p.grad = None
+                feed_seconds[0] += time.perf_counter() - t
+            return fn
+
+        handles = []
+        try:
+            for p in others:
+                p.requires_grad_(False)
+            for p, off in zip(self.params, self.offsets):
+                p.requires_grad_(True)
+                p.grad = None
+                handles.append(p.register_post_accumulate_grad_hook(hook(off)))
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+            for p, rg in zip(self.params, before):
+                p.requires_grad_(rg)
+                p.grad = None
+            for p in others:
+                p.requires_grad_(True)
 
     def vector(self, clip: PreparedClip) -> np.ndarray:
         """The clip's unit influence vector (dim,) float32. Raises GradientError on a NaN/inf/zero gradient."""
         bb = self.backbone
-        t0 = time.perf_counter()
-        z_t, model_t, target = bb.noisy_input(clip.latents[None], self.noise[None], self.estimator.timestep)
-        for p in self.params:
-            p.grad = None
-        with torch.enable_grad():
-            pred = bb.predict(z_t, model_t, clip.text[None])
-            loss = motion_weighted_loss(pred[0], target[0], clip.weight)
-            if not torch.isfinite(loss):
-                raise GradientError(clip.name, f"loss is {loss.item()} (not finite)")
-            loss.backward()
-        t1 = time.perf_counter()
         acc = self.projector.accumulator(bb.device)
-        finite = torch.ones((), dtype=torch.bool, device=bb.device)
-        for p in self.params:  # a fixed order: named_parameters()
-            g = p.grad if p.grad is not None else torch.zeros_like(p)
-            finite &= torch.isfinite(g).all()  # no device sync per parameter
-            acc.feed(g)
-            p.grad = None
-        if not bool(finite):
+        finite = [torch.ones((), dtype=torch.bool, device=bb.device)]
+        feed = [0.0]
+        k = len(self.timesteps)
+        t0 = time.perf_counter()
+        losses = []
+        autocast = torch.autocast(bb.device.type, dtype=torch.bfloat16, enabled=self.estimator.precision == "bf16")
+        with self._streaming(acc, finite, feed), torch.enable_grad():
+            for timestep, noise in zip(self.timesteps, self.noises):  # K shared pairs: the mean of K gradients
+                z_t, model_t, target = bb.noisy_input(clip.latents[None], noise[None], timestep)
+                with autocast:
+                    pred = bb.predict(z_t, model_t, clip.text[None])
+                loss = motion_weighted_loss(pred[0], target[0], clip.weight)
+                if not torch.isfinite(loss):
+                    raise GradientError(clip.name, f"loss is {loss.item()} (not finite) at timestep {timestep}")
+                (loss / k).backward()  # the hooks stream every parameter's gradient into acc
+                losses.append(float(loss.detach()))
+        t1 = time.perf_counter()
+        if not bool(finite[0]):
             raise GradientError(clip.name, "gradient has NaN or inf entries")
         try:
             v = unit(acc.result())
         except FloatingPointError as e:
             raise GradientError(clip.name, f"projected gradient: {e}") from e
         t2 = time.perf_counter()
-        clip.timings.update(fwd_bwd=t1 - t0, projection=t2 - t1)
-        clip.metadata["loss"] = float(loss.item())
+        # The projection's time: feeding the fold during backward (asynchronous on a GPU, so there it lands in
+        # fwd_bwd) plus the final transform.
+        clip.timings.update(fwd_bwd=t1 - t0 - feed[0], projection=t2 - t1 + feed[0])
+        clip.metadata["loss"] = sum(losses) / k
         return v.detach().to("cpu", torch.float32).numpy()
 
     def embed(self, path: str, caption: str = "", start_sec=None, end_sec=None,
-              name: str | None = None) -> tuple[np.ndarray, PreparedClip]:
-        clip = self.prepare(path, caption, start_sec, end_sec, name)
+              name: str | None = None, read=None) -> tuple[np.ndarray, PreparedClip]:
+        clip = self.prepare(path, caption, start_sec, end_sec, name, read=read)
         return self.vector(clip), clip

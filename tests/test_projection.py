@@ -15,9 +15,10 @@ def _hadamard(n):
     return h / math.sqrt(n)
 
 
-def test_fwht_matches_dense_hadamard():
-    x = torch.randn(3, 16)
-    assert torch.allclose(fwht(x), x @ _hadamard(16).T, atol=1e-5)
+@pytest.mark.parametrize("n", [1, 2, 16, 32, 512, 2048])  # one radix-16 pass, mixed radices, several passes
+def test_fwht_matches_dense_hadamard(n):
+    x = torch.randn(3, n)
+    assert torch.allclose(fwht(x), x @ _hadamard(n).T, atol=1e-5)
     assert torch.allclose(fwht(fwht(x)), x, atol=1e-5)  # orthonormal and symmetric: its own inverse
 
 
@@ -42,9 +43,32 @@ def test_streamed_pieces_equal_whole_vector():
     for piece in (x[:7], x[7:300], x[300:301], x[301:]):
         acc.feed(piece)
     assert torch.allclose(acc.result(), p.project(x), atol=1e-5)
+    # As backward produces them: out of order, at their offsets, some spanning block boundaries.
+    acc = p.accumulator()
+    for lo, hi in ((700, 1000), (0, 7), (256, 700), (7, 256)):
+        acc.feed_at(lo, x[lo:hi])
+    assert torch.allclose(acc.result(), p.project(x), atol=1e-5)
+    # Adding at the same place twice sums (several noise samples into one vector).
+    acc = p.accumulator()
+    acc.feed_at(0, x)
+    acc.feed_at(0, x)
+    assert torch.allclose(acc.result(), 2 * p.project(x), atol=1e-4)
 
 
-@pytest.mark.parametrize("dim,block", [(256, 4096), (512, 256)])  # D' < n, and D' > n (stacked transforms)
+def test_blocks_have_distinct_sign_windows_and_project_independently():
+    # P x = Σ_b V_b x_b: two blocks carrying the same values must not add up coherently (that would need them
+    # to share a sign pattern); their projections are nearly orthogonal, like two independent Gaussian draws.
+    p = FastfoodProjector(256, seed=0, block_size=4096)
+    x = torch.randn(4096)
+    first = p.project(torch.cat([x, torch.zeros(4096)]))
+    second = p.project(torch.cat([torch.zeros(4096), x]))
+    cos = float(torch.dot(first, second) / (first.norm() * second.norm()))
+    assert abs(cos) < 4 / math.sqrt(256), cos
+    both = p.project(torch.cat([x, x]))
+    assert torch.allclose(both, first + second, atol=1e-4)  # linear
+
+
+@pytest.mark.parametrize("dim,block", [(256, 4096), (512, 2**20), (100, 128)])  # D' not a power of two too
 def test_preserves_norms_and_inner_products_within_jl_error(dim, block):
     g = torch.Generator().manual_seed(0)
     n, pairs = 20000, 40
@@ -101,3 +125,6 @@ def test_config_validation_names_the_field():
         ProjectionConfig(block_size=1000)
     with pytest.raises(ValueError, match="dim"):
         ProjectionConfig(dim=0)
+    with pytest.raises(ValueError, match="at most block_size"):
+        ProjectionConfig(dim=512, block_size=256)
+    ProjectionConfig(kind="identity", dim=10**6, block_size=256)  # identity: no fold, any dim
