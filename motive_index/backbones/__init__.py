@@ -1,7 +1,9 @@
 """Video diffusion backbones: the only place that imports diffusers/transformers.
 
 ``load_backbone('tiny')`` builds the tiny random Wan preset in code; ``load_backbone(DIR)`` loads a
-diffusers-format model directory (what ``save_pretrained`` writes, and what a real Wan2.1 checkout holds).
+diffusers-format model directory (what ``save_pretrained`` writes, and what a real Wan2.1 checkout holds),
+dispatching on the transformer's ``_class_name``: Wan (``wan.py``) or CogVideoX (``cogvideox.py``).
+``build_tiny(family='cogvideox')`` builds the tiny CogVideoX preset.
 """
 
 from __future__ import annotations
@@ -14,13 +16,27 @@ from .base import Backbone
 
 __all__ = ["Backbone", "load_backbone", "build_tiny", "read_spec"]
 
-_FAMILIES = {"WanTransformer3DModel": "wan"}
+_FAMILIES = {"WanTransformer3DModel": "wan", "CogVideoXTransformer3DModel": "cogvideox"}
 
 
-def build_tiny(seed: int = 0, **overrides) -> Backbone:
-    from .wan import WanBackbone
+def _backbone_class(family: str):
+    if family == "cogvideox":
+        from .cogvideox import CogVideoXBackbone
 
-    return WanBackbone.tiny(seed=seed, **overrides)
+        return CogVideoXBackbone
+    if family == "wan":
+        from .wan import WanBackbone
+
+        return WanBackbone
+    raise ModelLoadError(f"model family {family!r} is not supported; supported: {sorted(set(_FAMILIES.values()))}")
+
+
+def _transformer_class(root: Path) -> str:
+    return json.loads((root / "transformer" / "config.json").read_text()).get("_class_name", "")
+
+
+def build_tiny(seed: int = 0, family: str = "wan", **overrides) -> Backbone:
+    return _backbone_class(family).tiny(seed=seed, **overrides)
 
 
 def read_spec(model: str | Path):
@@ -39,6 +55,15 @@ def read_spec(model: str | Path):
         cfg = json.loads(extra.read_text())
         if "spec" in cfg:
             return VideoSpec.from_dict(cfg["spec"])
+    try:
+        family = _FAMILIES.get(_transformer_class(root))
+    except json.JSONDecodeError:
+        family = None
+    if family == "cogvideox" and (root / "vae" / "config.json").is_file():
+        from .cogvideox import default_spec
+
+        return default_spec(json.loads((root / "transformer" / "config.json").read_text()),
+                            json.loads((root / "vae" / "config.json").read_text()))
     return PAPER_SPEC
 
 
@@ -55,13 +80,11 @@ def load_backbone(model: str | Path, device: str = "cpu") -> Backbone:
         raise ModelLoadError(f"model {str(root)!r}: no transformer/config.json; expected a diffusers-format "
                              f"directory with transformer/, vae/, text_encoder/, tokenizer/, scheduler/")
     try:
-        cls_name = json.loads(cfg_path.read_text()).get("_class_name", "")
+        cls_name = _transformer_class(root)
     except json.JSONDecodeError as e:
         raise ModelLoadError(f"model {str(root)!r}: transformer/config.json is not valid JSON ({e})") from e
     family = _FAMILIES.get(cls_name)
     if family is None:
         raise ModelLoadError(f"model {str(root)!r}: transformer class {cls_name!r} is not supported; "
                              f"supported: {sorted(_FAMILIES)}")
-    from .wan import WanBackbone
-
-    return WanBackbone.from_pretrained(root, device=device)
+    return _backbone_class(family).from_pretrained(root, device=device)

@@ -1,0 +1,351 @@
+"""The CogVideoX family (CogVideoX-2b/5b T2V) through diffusers: CogVideoXTransformer3DModel, AutoencoderKLCogVideoX,
+a T5 text encoder, and the CogVideoX DDIM/DPM scheduler's noise schedule.
+
+Loads a diffusers-format directory (transformer/, vae/, text_encoder/, tokenizer/, scheduler/, model_index.json;
+what THUDM/CogVideoX-*b ships and what :meth:`CogVideoXBackbone.save_pretrained` writes) and builds a ``tiny``
+preset in code with random weights: the byte-level tokenizer of the Wan family and a 2-layer T5 encoder stand in
+for T5-v1.1-XXL, so nothing is downloaded. The optional ``motive_index.json`` beside them holds the standard clip
+shape and text length; without it the shape is the one the transformer was configured for (``sample_frames``
+frames, ``sample_height``/``sample_width`` latents times the VAE's spatial factor: 49 frames at 480x720 for
+CogVideoX-2b/5b) at 8 fps, and the text length is the transformer's ``max_text_seq_length`` (226).
+
+How CogVideoX differs from Wan, and where that is handled:
+
+- **Noising is not flow matching.** CogVideoX trains with a discrete DDPM schedule (``alphas_cumprod`` from the
+  scheduler's ``beta_schedule``, then its ``snr_shift_scale`` SNR shift, then optionally zero-terminal-SNR
+  rescaling) and v-prediction: ``z_t = sqrt(a_t) z0 + sqrt(1 - a_t) eps`` and target ``v = sqrt(a_t) eps -
+  sqrt(1 - a_t) z0``. :meth:`noisy_input` builds the scheduler from the saved config and calls its own
+  ``add_noise`` / ``get_velocity``, so every schedule setting in ``scheduler_config.json`` is honoured. The
+  model's timestep input is the integer training index itself (no sigma rescaling). ``epsilon`` and ``sample``
+  prediction types are honoured too (target ``eps`` or ``z0``).
+- **Latent layout.** The transformer takes ``(B, F', C, H', W')``; :meth:`predict` permutes in and out so the
+  interface stays ``(B, C, F', H', W')`` like every other family.
+- **Positions.** CogVideoX-5b uses 3-D rotary embeddings that the *pipeline* computes and passes in; we compute
+  them exactly as ``CogVideoXPipeline._prepare_rotary_positional_embeddings`` does, once per standard shape.
+  CogVideoX-2b uses sin-cos embeddings inside the patch embedding, which require the text length to equal the
+  transformer's ``max_text_seq_length``; that is checked at load.
+- **Latent scaling.** CogVideoX's VAE has no per-channel mean/std; latents are ``mode * scaling_factor`` (minus
+  ``shift_factor`` first when one is configured). The tiny preset calibrates ``scaling_factor`` to 1/std of a few
+  synthetic clips' latents, as the real one ships a measured value.
+- **Text.** As ``CogVideoXPipeline`` does: T5 run on the padded ids without an attention mask, padding kept.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import VideoSpec
+from ..errors import ModelLoadError
+from .base import Backbone
+from .wan import (MOTIVE_CONFIG, TEXT_CACHE_SIZE, TINY_SPEC, _byte_tokenizer, _config_hash, _diffusers_version,
+                  _quiet_hf, _weights_hash)
+
+TINY_TEXT_LEN = 64
+DEFAULT_FPS = 8.0            # CogVideoX 1.0 generates at 8 fps
+DEFAULT_TEXT_LEN = 226       # CogVideoX's max_text_seq_length
+_COMPONENTS = ("transformer", "vae", "text_encoder")
+_PREDICTION_TYPES = ("v_prediction", "epsilon", "sample")
+# The CogVideoX-2b scheduler config (THUDM/CogVideoX-2b/scheduler/scheduler_config.json); 5b differs only in
+# snr_shift_scale=1.0. Used by the tiny preset and when a directory has no scheduler config.
+COGVIDEOX_SCHEDULER = {"_class_name": "CogVideoXDDIMScheduler", "num_train_timesteps": 1000, "beta_start": 0.00085,
+                       "beta_end": 0.012, "beta_schedule": "scaled_linear", "clip_sample": False,
+                       "set_alpha_to_one": True, "steps_offset": 0, "prediction_type": "v_prediction",
+                       "rescale_betas_zero_snr": True, "snr_shift_scale": 3.0, "timestep_spacing": "trailing"}
+
+
+def _vae_factors(vcfg) -> tuple[int, int]:
+    """(temporal, spatial) factors from the VAE's architecture: every block but the last halves space; the first
+    log2(temporal_compression_ratio) of those also halve time (the causal first frame kept alone)."""
+    n_down = len(vcfg["block_out_channels"]) - 1
+    level = int(math.log2(int(vcfg["temporal_compression_ratio"])))
+    return 2 ** min(level, n_down), 2 ** n_down
+
+
+def default_spec(transformer_cfg: dict, vae_cfg: dict) -> VideoSpec:
+    """The shape a CogVideoX transformer was configured for (its ``sample_*`` sizes are latent sizes)."""
+    _, sf = _vae_factors(vae_cfg)
+    return VideoSpec(frames=int(transformer_cfg.get("sample_frames", 49)), fps=DEFAULT_FPS,
+                     height=int(transformer_cfg.get("sample_height", 60)) * sf,
+                     width=int(transformer_cfg.get("sample_width", 90)) * sf)
+
+
+def _make_scheduler(cfg: dict):
+    import diffusers
+
+    name = cfg.get("_class_name", "CogVideoXDDIMScheduler")
+    cls = getattr(diffusers, name, None)
+    if cls is None or not all(hasattr(cls, a) for a in ("add_noise", "get_velocity")):
+        raise ModelLoadError(f"scheduler {name!r}: CogVideoX needs a DDPM-style scheduler with add_noise and "
+                             f"get_velocity (CogVideoXDDIMScheduler or CogVideoXDPMScheduler)")
+    try:
+        sched = cls.from_config(cfg)
+    except Exception as e:
+        raise ModelLoadError(f"scheduler {name!r}: could not build it from its config ({type(e).__name__}: {e})") from e
+    if not hasattr(sched, "alphas_cumprod"):
+        raise ModelLoadError(f"scheduler {name!r}: no alphas_cumprod; CogVideoX is a DDPM-schedule model")
+    return sched
+
+
+class CogVideoXBackbone(Backbone):
+    family = "cogvideox"
+
+    def __init__(self, transformer, vae, text_encoder, tokenizer, scheduler_config: dict,
+                 spec: VideoSpec, text_max_length: int, source: str = "in-memory"):
+        self.transformer, self.vae, self.text_encoder, self.tokenizer = transformer, vae, text_encoder, tokenizer
+        self.scheduler_config = dict(scheduler_config)
+        self.scheduler = _make_scheduler(self.scheduler_config)
+        self.prediction_type = self.scheduler.config.prediction_type
+        if self.prediction_type not in _PREDICTION_TYPES:
+            raise ModelLoadError(f"scheduler prediction_type {self.prediction_type!r}: expected one of "
+                                 f"{_PREDICTION_TYPES} (CogVideoX is 'v_prediction')")
+        self.num_train_timesteps = int(self.scheduler.config.num_train_timesteps)
+        vcfg = vae.config
+        self.temporal_factor, self.spatial_factor = _vae_factors(vcfg)
+        self.first_frame_alone = True   # the causal VAE always encodes frame 0 on its own
+        self.z_dim = int(vcfg.latent_channels)
+        self.spec = spec
+        self.text_max_length = int(text_max_length)
+        self._check()
+        self._weights_hash: str | None = None
+        self.source = source
+        self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._rotary: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.device = torch.device("cpu")
+        for m in (self.transformer, self.vae, self.text_encoder):
+            m.eval()
+        self.vae.requires_grad_(False)
+        self.text_encoder.requires_grad_(False)
+
+    # ----- construction -------------------------------------------------------------------------------------
+    def _check(self) -> None:
+        s, tf, tcfg = self.spec, self.temporal_factor, self.transformer.config
+        if int(tcfg.in_channels) != self.z_dim:
+            raise ModelLoadError(f"transformer in_channels={tcfg.in_channels} != VAE latent_channels={self.z_dim}: "
+                                 f"image-to-video CogVideoX models are not supported")
+        if (s.frames - 1) % tf:
+            raise ModelLoadError(f"standard frames={s.frames} does not fit this VAE: need 1 + {tf}*k frames")
+        p_t = tcfg.patch_size_t
+        if p_t and (1 + (s.frames - 1) // tf) % p_t:
+            raise ModelLoadError(f"standard frames={s.frames} gives {1 + (s.frames - 1) // tf} latent frames, not a "
+                                 f"multiple of the transformer's temporal patch {p_t}")
+        for name, v in (("height", s.height), ("width", s.width)):
+            if v % (self.spatial_factor * tcfg.patch_size):
+                raise ModelLoadError(f"standard {name}={v} must be a multiple of {self.spatial_factor * tcfg.patch_size}"
+                                     f" (VAE factor {self.spatial_factor} x patch {tcfg.patch_size})")
+        if not tcfg.use_rotary_positional_embeddings and self.text_max_length != tcfg.max_text_seq_length:
+            raise ModelLoadError(f"text_max_length={self.text_max_length}: this CogVideoX transformer uses sin-cos "
+                                 f"positions laid out for max_text_seq_length={tcfg.max_text_seq_length} tokens")
+
+    @classmethod
+    def tiny(cls, seed: int = 0, spec: VideoSpec = TINY_SPEC, layers: int = 2, heads: int = 4,
+             head_dim: int = 32, rotary: bool = True) -> "CogVideoXBackbone":
+        """A ~0.6 M-parameter CogVideoX transformer (5b-style rotary positions unless ``rotary=False``, which gives
+        the 2b-style sin-cos ones), a ~0.1 M-parameter CogVideoX VAE and a 2-layer T5, seeded, random weights."""
+        from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel
+        from transformers import T5Config, T5EncoderModel
+
+        tokenizer = _byte_tokenizer()
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            vae = AutoencoderKLCogVideoX(block_out_channels=(8, 16, 16, 16), latent_channels=4, layers_per_block=1,
+                                         norm_num_groups=4, temporal_compression_ratio=4,
+                                         sample_height=spec.height, sample_width=spec.width)
+            text_cfg = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                                relative_attention_num_buckets=8, relative_attention_max_distance=32,
+                                feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1,
+                                decoder_start_token_id=0)
+            text_encoder = T5EncoderModel(text_cfg)
+            tf, sf = _vae_factors(vae.config)
+            transformer = CogVideoXTransformer3DModel(
+                num_attention_heads=heads, attention_head_dim=head_dim, in_channels=4, out_channels=4,
+                time_embed_dim=64, text_embed_dim=32, num_layers=layers, patch_size=2,
+                sample_height=spec.height // sf, sample_width=spec.width // sf, sample_frames=spec.frames,
+                temporal_compression_ratio=tf, max_text_seq_length=TINY_TEXT_LEN,
+                use_rotary_positional_embeddings=rotary)
+        backbone = cls(transformer, vae, text_encoder, tokenizer, COGVIDEOX_SCHEDULER, spec, TINY_TEXT_LEN)
+        backbone._calibrate_latents(seed)
+        return backbone
+
+    def _calibrate_latents(self, seed: int) -> None:
+        """Set the tiny VAE's scaling_factor to 1/std of a few synthetic clips' latents (real CogVideoX ships a
+        measured one, 1.15258426 for 2b)."""
+        from ..synthetic import MOTIONS, SynthSpec, render_clip
+        from ..video import frames_to_tensor, standardize
+
+        lats = []
+        for i, motion in enumerate(MOTIONS):
+            s = SynthSpec(motion=motion, shape="square", colour="red", texture="striped",
+                          frames=self.spec.frames, fps=self.spec.fps, seed=seed * 1000 + i)
+            frames, _ = render_clip(s)
+            frames = standardize(frames, s.fps, self.spec)
+            lats.append(self.encode_video(frames_to_tensor(frames), normalize=False))
+        std = float(torch.stack(lats).std().clamp_min(1e-3))
+        self.vae.register_to_config(scaling_factor=1.0 / std)
+
+    @classmethod
+    def from_pretrained(cls, root: str | Path, device: str = "cpu") -> "CogVideoXBackbone":
+        from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel
+        from transformers import AutoTokenizer, T5EncoderModel
+
+        _quiet_hf()
+        root = Path(root)
+        loaders = {"transformer": CogVideoXTransformer3DModel.from_pretrained,
+                   "vae": AutoencoderKLCogVideoX.from_pretrained,
+                   "text_encoder": T5EncoderModel.from_pretrained, "tokenizer": AutoTokenizer.from_pretrained}
+        parts: dict[str, Any] = {}
+        for name, load in loaders.items():
+            if not (root / name).is_dir():
+                raise ModelLoadError(f"model {str(root)!r}: missing component folder {name}/")
+            try:
+                parts[name] = load(str(root / name), local_files_only=True)
+            except Exception as e:  # diffusers/transformers raise many kinds; name the part that failed
+                raise ModelLoadError(f"model {str(root)!r}: could not load {name}/ ({type(e).__name__}: {e})") from e
+        sched_path = root / "scheduler" / "scheduler_config.json"
+        scheduler = json.loads(sched_path.read_text()) if sched_path.is_file() else dict(COGVIDEOX_SCHEDULER)
+        extra_path = root / MOTIVE_CONFIG
+        extra = json.loads(extra_path.read_text()) if extra_path.is_file() else {}
+        tcfg = parts["transformer"].config
+        spec = (VideoSpec.from_dict(extra["spec"]) if "spec" in extra
+                else default_spec(dict(tcfg), dict(parts["vae"].config)))
+        text_len = int(extra.get("text_max_length", tcfg.max_text_seq_length))
+        backbone = cls(parts["transformer"], parts["vae"], parts["text_encoder"], parts["tokenizer"], scheduler,
+                       spec, text_len, source=str(root.resolve()))
+        return backbone.to(device)
+
+    def save_pretrained(self, out_dir: str | Path) -> Path:
+        _quiet_hf()
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self.transformer.save_pretrained(out / "transformer")
+        self.vae.save_pretrained(out / "vae")
+        self.text_encoder.save_pretrained(out / "text_encoder")
+        self.tokenizer.save_pretrained(out / "tokenizer")
+        (out / "scheduler").mkdir(exist_ok=True)
+        (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(self.scheduler_config, indent=2))
+        index = {"_class_name": "CogVideoXPipeline", "_diffusers_version": _diffusers_version(),
+                 "transformer": ["diffusers", "CogVideoXTransformer3DModel"],
+                 "vae": ["diffusers", "AutoencoderKLCogVideoX"],
+                 "text_encoder": ["transformers", "T5EncoderModel"],
+                 "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
+                 "scheduler": ["diffusers", self.scheduler_config.get("_class_name", "CogVideoXDDIMScheduler")]}
+        (out / "model_index.json").write_text(json.dumps(index, indent=2))
+        (out / MOTIVE_CONFIG).write_text(json.dumps({"spec": self.spec.to_dict(),
+                                                     "text_max_length": self.text_max_length}, indent=2))
+        return out
+
+    # ----- the interface ------------------------------------------------------------------------------------
+    def to(self, device: str | torch.device) -> "CogVideoXBackbone":
+        self.device = torch.device(device)
+        for m in (self.transformer, self.vae, self.text_encoder):
+            m.to(self.device)
+        self._text_cache.clear()
+        self._rotary = None
+        return self
+
+    @torch.no_grad()
+    def encode_video(self, frames: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        x = frames.to(self.device, torch.float32).permute(1, 0, 2, 3)[None] * 2 - 1   # (1, 3, T, H, W) in [-1, 1]
+        z = self.vae.encode(x).latent_dist.mode()[0]                                    # (C, F', H', W')
+        if normalize:
+            shift = self.vae.config.shift_factor
+            if shift is not None:
+                z = z - shift
+            z = z * self.vae.config.scaling_factor
+        return z
+
+    @torch.no_grad()
+    def encode_text(self, caption: str) -> torch.Tensor:
+        hit = self._text_cache.get(caption)
+        if hit is not None:
+            self._text_cache.move_to_end(caption)
+            return hit
+        enc = self.tokenizer([caption], padding="max_length", max_length=self.text_max_length, truncation=True,
+                             add_special_tokens=True, return_tensors="pt")
+        # as CogVideoXPipeline._get_t5_prompt_embeds: no attention mask, padding embeddings kept
+        emb = self.text_encoder(enc.input_ids.to(self.device))[0][0]   # (L, text_dim)
+        self._text_cache[caption] = emb
+        if len(self._text_cache) > TEXT_CACHE_SIZE:
+            self._text_cache.popitem(last=False)
+        return emb
+
+    def latent_shape(self) -> tuple[int, int, int, int]:
+        s = self.spec
+        return (self.z_dim, 1 + (s.frames - 1) // self.temporal_factor, s.height // self.spatial_factor,
+                s.width // self.spatial_factor)
+
+    def alpha_bar(self, timestep) -> torch.Tensor:
+        """The scheduler's alphas_cumprod at training timestep index(es) (after its SNR shift / rescaling)."""
+        return self.scheduler.alphas_cumprod.to("cpu", torch.float64)[torch.as_tensor(timestep, dtype=torch.long)]
+
+    def noisy_input(self, z0, noise, timestep):
+        """z0, noise: (B, C, F', H', W'); timestep: an int or a (B,) tensor of training timestep indices in
+        [0, num_train_timesteps). Uses the scheduler's own add_noise / get_velocity. The model timestep input is
+        the index itself."""
+        t = torch.as_tensor(timestep, device=z0.device)
+        if t.is_floating_point():
+            t = t.round()
+        t = t.to(torch.long).reshape(-1).expand(z0.shape[0])
+        if bool((t < 0).any()) or bool((t >= self.num_train_timesteps).any()):
+            raise ValueError(f"timestep {timestep}: CogVideoX's discrete schedule takes indices in "
+                             f"[0, {self.num_train_timesteps - 1}]")
+        z_t = self.scheduler.add_noise(z0, noise, t)
+        if self.prediction_type == "v_prediction":
+            target = self.scheduler.get_velocity(z0, noise, t)
+        elif self.prediction_type == "epsilon":
+            target = noise
+        else:
+            target = z0
+        return z_t, t.to(torch.float32), target
+
+    def _rotary_emb(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """3-D RoPE for the standard latent grid, as CogVideoXPipeline._prepare_rotary_positional_embeddings."""
+        cfg = self.transformer.config
+        if not cfg.use_rotary_positional_embeddings:
+            return None
+        if self._rotary is None:
+            from diffusers.models.embeddings import get_3d_rotary_pos_embed
+            from diffusers.pipelines.cogvideo.pipeline_cogvideox import get_resize_crop_region_for_grid
+
+            _, frames, lh, lw = self.latent_shape()
+            p, p_t = cfg.patch_size, cfg.patch_size_t
+            grid_h, grid_w = lh // p, lw // p
+            base_w, base_h = cfg.sample_width // p, cfg.sample_height // p
+            if p_t is None:  # CogVideoX 1.0
+                crops = get_resize_crop_region_for_grid((grid_h, grid_w), base_w, base_h)
+                self._rotary = get_3d_rotary_pos_embed(embed_dim=cfg.attention_head_dim, crops_coords=crops,
+                                                       grid_size=(grid_h, grid_w), temporal_size=frames,
+                                                       device=self.device)
+            else:            # CogVideoX 1.5
+                self._rotary = get_3d_rotary_pos_embed(embed_dim=cfg.attention_head_dim, crops_coords=None,
+                                                       grid_size=(grid_h, grid_w),
+                                                       temporal_size=(frames + p_t - 1) // p_t, grid_type="slice",
+                                                       max_size=(base_h, base_w), device=self.device)
+        return self._rotary
+
+    def predict(self, z_t, model_t, text):
+        """z_t: (B, C, F', H', W'), model_t: (B,), text: (B, L, D) -> (B, C, F', H', W')."""
+        out = self.transformer(hidden_states=z_t.permute(0, 2, 1, 3, 4), encoder_hidden_states=text,
+                               timestep=model_t, image_rotary_emb=self._rotary_emb(), return_dict=False)[0]
+        return out.permute(0, 2, 1, 3, 4)
+
+    def invalidate_identity(self) -> None:
+        """Forget the cached weights hash (after training changed the weights)."""
+        self._weights_hash = None
+
+    def identity(self) -> dict[str, Any]:
+        """Hashes of everything that changes the vectors: every component's config and weights, the scheduler,
+        the tokenizer's vocabulary, the text length."""
+        if self._weights_hash is None:
+            self._weights_hash = _weights_hash(getattr(self, comp) for comp in _COMPONENTS)
+        configs = {"transformer": dict(self.transformer.config), "vae": dict(self.vae.config),
+                   "text_encoder": self.text_encoder.config.to_dict(), "scheduler": self.scheduler_config,
+                   "tokenizer": sorted(self.tokenizer.get_vocab().items()), "text_max_length": self.text_max_length}
+        return {"family": self.family, "transformer_config": _config_hash(configs["transformer"]),
+                "configs": _config_hash(configs), "weights": self._weights_hash,
+                "num_params": sum(p.numel() for p in self.transformer.parameters())}
