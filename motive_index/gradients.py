@@ -137,7 +137,7 @@ class GradientEngine:
                             text=text, metadata=meta, timings={**timings, "vae": t3 - t2, "text": t4 - t3})
 
     @contextlib.contextmanager
-    def _streaming(self, acc, finite: list[torch.Tensor], feed_seconds: list[float]):
+    def _streaming(self, acc, feed_seconds: list[float]):
         """Only the selected parameters take gradients; each is fed to ``acc`` and freed as backward ends it."""
         selected = {id(p) for p in self.params}
         others = [p for p in self.backbone.transformer.parameters() if id(p) not in selected and p.requires_grad]
@@ -146,8 +146,7 @@ class GradientEngine:
         def hook(offset: int):
             def fn(p: torch.Tensor) -> None:
                 t = time.perf_counter()
-                finite[0] &= torch.isfinite(p.grad).all()  # no device sync per parameter
-                acc.feed_at(offset, p.grad)
+                acc.feed_at(offset, p.grad)  # a NaN or inf reaches every output: checked once, at the end
                 p.grad = None
                 feed_seconds[0] += time.perf_counter() - t
             return fn
@@ -174,13 +173,12 @@ class GradientEngine:
         """The clip's unit influence vector (dim,) float32. Raises GradientError on a NaN/inf/zero gradient."""
         bb = self.backbone
         acc = self.projector.accumulator(bb.device)
-        finite = [torch.ones((), dtype=torch.bool, device=bb.device)]
         feed = [0.0]
         k = len(self.timesteps)
         t0 = time.perf_counter()
         losses = []
         autocast = torch.autocast(bb.device.type, dtype=torch.bfloat16, enabled=self.estimator.precision == "bf16")
-        with self._streaming(acc, finite, feed), torch.enable_grad():
+        with self._streaming(acc, feed), torch.enable_grad():
             for timestep, noise in zip(self.timesteps, self.noises):  # K shared pairs: the mean of K gradients
                 z_t, model_t, target = bb.noisy_input(clip.latents[None], noise[None], timestep)
                 with autocast:
@@ -191,10 +189,11 @@ class GradientEngine:
                 (loss / k).backward()  # the hooks stream every parameter's gradient into acc
                 losses.append(float(loss.detach()))
         t1 = time.perf_counter()
-        if not bool(finite[0]):
+        v = acc.result()
+        if not bool(torch.isfinite(v).all()):  # every projected entry sums every gradient entry
             raise GradientError(clip.name, "gradient has NaN or inf entries")
         try:
-            v = unit(acc.result())
+            v = unit(v)
         except FloatingPointError as e:
             raise GradientError(clip.name, f"projected gradient: {e}") from e
         t2 = time.perf_counter()

@@ -84,7 +84,7 @@ class _Core:
         g = _stream(seed, 1)
         self.n, self.dim = n, dim
         self.a = 1 << max(0, (dim - 1).bit_length())                  # D' rounded up to a power of two (<= n)
-        self.perm = torch.randperm(n, generator=g)                     # Π
+        self.perm = torch.randperm(n, generator=g).int()               # Π (int32: the faster index_select)
         self.gauss = torch.randn(n, generator=g)                       # G
         if n > 64:  # s_i ~ chi(n) ≈ N(sqrt(n - 1/2), 1/2) for large n: cheap and accurate
             s = math.sqrt(n - 0.5) + torch.randn(dim, generator=g) * math.sqrt(0.5)
@@ -106,7 +106,7 @@ class _Core:
         """The Fastfood transform of the fold: (n,) -> (D',)."""
         perm, gauss, scale, _ = self.on(fold.device)
         y = fwht(fold)                                                 # Hn x
-        y = y[perm] * gauss                                            # G Π Hn x
+        y = torch.index_select(y, 0, perm) * gauss                     # G Π Hn x
         c = y.view(self.a, self.n // self.a).sum(1)                    # rows i·(n/a) of H_n = H_a ⊗ H_(n/a)
         y = fwht(c) * math.sqrt(self.a / self.n)                       # ... of Hn
         return y[: self.dim] * scale

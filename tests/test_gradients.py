@@ -92,9 +92,8 @@ def _exact(backbone, **estimator):
 def _raw(engine, prep):
     """The un-normalized streamed gradient (identity projection), and the loss."""
     acc = engine.projector.accumulator()
-    finite, feed = [torch.ones((), dtype=torch.bool)], [0.0]
     bb = engine.backbone
-    with engine._streaming(acc, finite, feed), torch.enable_grad():
+    with engine._streaming(acc, [0.0]), torch.enable_grad():
         for t, noise in zip(engine.timesteps, engine.noises):
             z_t, mt, target = bb.noisy_input(prep.latents[None], noise[None], t)
             from motive_index.loss import motion_weighted_loss

@@ -1,0 +1,152 @@
+"""Projection throughput: the streamed, folded Fastfood against memory bandwidth and a dense Gaussian projection.
+
+    python benchmarks/projection.py [--dim 512] [--quick] [--device cpu|cuda]
+
+What it measures, all in one run on one machine (so the ratios hold even when the machine is noisy):
+
+- **bandwidth**: a read of a large float32 buffer (``sum``) and a copy, in GB/s. A projection that reads every
+  gradient entry once can go at most ``read GB/s / 4`` parameters per second: the "bound" column.
+- **fastfood (streamed)**: what the gradient engine does per clip: feed a gradient of N parameters in pieces the
+  size of a transformer's weight matrices into an accumulator (a multiply-add per parameter into one folded
+  block), then the one Fastfood transform of the fold. Parameters per second, over the whole thing.
+- **final transform**: the fixed cost per clip (the Fastfood of the 2^20 fold), included above.
+- **radix-2 FWHT**: one plain butterfly Walsh–Hadamard transform of the vector (log2 N passes over memory):
+  what a classic Fastfood pays per block, for reference (the issue: ~120 M/s at 2^22, 55 M/s at 2^24).
+- **dense Gaussian**: x @ R with R (L x D') a Gaussian matrix already in memory (so only the matmul is timed,
+  the best case for a dense projection; regenerating R per block would be slower still), over the same N.
+- **paper shape**: Wan2.1-1.3B's 1.42 B transformer parameters streamed (a 2^24 buffer fed 85 times at
+  successive offsets), seconds per clip, and its share of the paper's 54 s forward+backward per clip (A100).
+
+Times are medians of repeats. The CPU numbers in the README and the issue notes come from this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine  # noqa: E402
+
+PAPER_PARAMS = 1_418_996_800  # Wan2.1-T2V-1.3B transformer (diffusers config), all parameters
+PAPER_FWD_BWD_S = 54.0        # the paper's gradient time per clip on one A100
+
+
+def _median_s(fn, reps: int, sync) -> float:
+    fn()
+    sync()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
+
+
+def _radix2_fwht(x):
+    """The plain radix-2 butterfly transform (not what the package uses): the reference point."""
+    import torch
+
+    n = x.shape[-1]
+    y = x.reshape(1, n)
+    h = 1
+    while h < n:
+        y = y.view(-1, n // (2 * h), 2, h)
+        a, b = y[:, :, 0, :], y[:, :, 1, :]
+        y = torch.stack((a + b, a - b), dim=2)
+        h *= 2
+    return y.reshape(n) / math.sqrt(n)
+
+
+def _pieces(n: int, piece: int):
+    """(offset, length) of weight-matrix-sized pieces covering n entries."""
+    return [(o, min(piece, n - o)) for o in range(0, n, piece)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="2^20 and 2^22 only, no paper shape (seconds)")
+    args = ap.parse_args()
+
+    import torch
+
+    from motive_index.projection import FastfoodProjector, _core
+
+    dev = torch.device(args.device)
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    sizes = [2**20, 2**22] if args.quick else [2**20, 2**22, 2**24]
+    piece = 1536 * 1536  # a Wan2.1-1.3B attention matrix; pieces are what backward hands over
+    proj = FastfoodProjector(args.dim)
+    t = time.perf_counter()
+    _core(proj.block_size, proj.dim, proj.seed).on(dev)
+    setup_s = time.perf_counter() - t
+
+    big = torch.randn(2**28 if not args.quick else 2**26, device=dev)  # 1 GiB: past any cache
+    read_gbs = big.numel() * 4 / _median_s(lambda: big.sum(), args.reps, sync) / 1e9
+    copy_gbs = 2 * big.numel() * 4 / _median_s(lambda: big.clone(), args.reps, sync) / 1e9
+    del big
+    bound = read_gbs * 1e9 / 4
+
+    fold_only = torch.zeros(proj.block_size, device=dev)
+    final_s = _median_s(lambda: _core(proj.block_size, proj.dim, proj.seed).apply(fold_only), args.reps, sync)
+
+    rows = []
+    for n in sizes:
+        x = torch.randn(n, device=dev)
+
+        def streamed():
+            acc = proj.accumulator(dev)
+            for o, ln in _pieces(n, piece):
+                acc.feed_at(o, x[o:o + ln])
+            return acc.result()
+
+        ff = n / _median_s(streamed, args.reps, sync)
+        r2 = n / _median_s(lambda: _radix2_fwht(x), args.reps, sync)
+        L = min(n, 2**18)  # dense: R for one 2^18 chunk (512 MiB at D'=512), reused over the chunks
+        R = torch.randn(L, args.dim, device=dev) / math.sqrt(args.dim)
+        dense = n / _median_s(lambda: [x[o:o + L] @ R for o in range(0, n, L)], max(1, args.reps // 2), sync)
+        del R
+        rows.append((n, ff, r2, dense))
+
+    paper_s = None
+    if not args.quick:
+        chunk = torch.randn(2**24, device=dev)
+
+        def paper():
+            acc = proj.accumulator(dev)
+            off = 0
+            while off < PAPER_PARAMS:
+                ln = min(chunk.numel(), PAPER_PARAMS - off)
+                for o, pl in _pieces(ln, piece):
+                    acc.feed_at(off + o, chunk[o:o + pl])
+                off += ln
+            return acc.result()
+
+        paper_s = _median_s(paper, max(1, args.reps // 2), sync)
+
+    print(f"\nmachine: {machine()}; device {dev}")
+    print(f"memory: read {read_gbs:.1f} GB/s, copy {copy_gbs:.1f} GB/s -> a one-read bound of "
+          f"{bound / 1e6:.0f} M params/s")
+    print(f"Fastfood dim {proj.dim}, fold {proj.block_size} (2^{proj.block_size.bit_length() - 1}); "
+          f"one-time setup {setup_s * 1e3:.0f} ms; final transform per clip {final_s * 1e3:.1f} ms\n")
+    print("| N params | fastfood streamed M/s | / read bound | radix-2 FWHT M/s | dense Gaussian M/s | "
+          "fastfood / dense |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for n, ff, r2, dense in rows:
+        print(f"| 2^{n.bit_length() - 1} | {ff / 1e6:,.0f} | {ff / bound:.2f} | {r2 / 1e6:,.0f} | "
+              f"{dense / 1e6:,.1f} | {ff / dense:,.0f}x |")
+    if paper_s is not None:
+        print(f"\npaper shape: {PAPER_PARAMS / 1e9:.2f} B params streamed in {paper_s:.2f} s per clip "
+              f"({PAPER_PARAMS / paper_s / 1e6:,.0f} M/s) = {paper_s / PAPER_FWD_BWD_S:.1%} of the paper's "
+              f"{PAPER_FWD_BWD_S:.0f} s forward+backward (the issue's bar: under 10%)")
+
+
+if __name__ == "__main__":
+    main()
