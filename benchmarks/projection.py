@@ -62,6 +62,25 @@ def _radix2_fwht(x):
     return y.reshape(n) / math.sqrt(n)
 
 
+def _bandwidth(n: int, dev, reps: int, sync) -> tuple[float, float]:
+    """(read GB/s, copy GB/s) over an n-entry float32 buffer."""
+    import torch
+
+    big = torch.randn(n, device=dev)
+    read = n * 4 / _median_s(lambda: big.sum(), reps, sync) / 1e9
+    copy = 2 * n * 4 / _median_s(lambda: big.clone(), reps, sync) / 1e9
+    return read, copy
+
+
+def _dense(x, dim: int):
+    """x @ R, chunk by chunk, with R (one 2^18 chunk's Gaussian matrix, 512 MiB at D'=512) already in memory."""
+    import torch
+
+    chunk = min(x.numel(), 2**18)
+    R = torch.randn(chunk, dim, device=x.device) / math.sqrt(dim)
+    return lambda: [x[o:o + chunk] @ R for o in range(0, x.numel(), chunk)]
+
+
 def _pieces(n: int, piece: int):
     """(offset, length) of weight-matrix-sized pieces covering n entries."""
     return [(o, min(piece, n - o)) for o in range(0, n, piece)]
@@ -88,10 +107,7 @@ def main() -> None:
     _core(proj.block_size, proj.dim, proj.seed).on(dev)
     setup_s = time.perf_counter() - t
 
-    big = torch.randn(2**28 if not args.quick else 2**26, device=dev)  # 1 GiB: past any cache
-    read_gbs = big.numel() * 4 / _median_s(lambda: big.sum(), args.reps, sync) / 1e9
-    copy_gbs = 2 * big.numel() * 4 / _median_s(lambda: big.clone(), args.reps, sync) / 1e9
-    del big
+    read_gbs, copy_gbs = _bandwidth(2**28 if not args.quick else 2**26, dev, args.reps, sync)  # 1 GiB: no cache
     bound = read_gbs * 1e9 / 4
 
     fold_only = torch.zeros(proj.block_size, device=dev)
@@ -109,10 +125,7 @@ def main() -> None:
 
         ff = n / _median_s(streamed, args.reps, sync)
         r2 = n / _median_s(lambda: _radix2_fwht(x), args.reps, sync)
-        L = min(n, 2**18)  # dense: R for one 2^18 chunk (512 MiB at D'=512), reused over the chunks
-        R = torch.randn(L, args.dim, device=dev) / math.sqrt(args.dim)
-        dense = n / _median_s(lambda: [x[o:o + L] @ R for o in range(0, n, L)], max(1, args.reps // 2), sync)
-        del R
+        dense = n / _median_s(_dense(x, args.dim), max(1, args.reps // 2), sync)
         rows.append((n, ff, r2, dense))
 
     paper_s = None
