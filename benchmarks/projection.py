@@ -14,6 +14,8 @@ What it measures, all in one run on one machine (so the ratios hold even when th
   what a classic Fastfood pays per block, for reference (the issue: ~120 M/s at 2^22, 55 M/s at 2^24).
 - **dense Gaussian**: x @ R with R (L x D') a Gaussian matrix already in memory (so only the matmul is timed,
   the best case for a dense projection; regenerating R per block would be slower still), over the same N.
+- **accuracy**: the sd of the cosine error of the folded Fastfood and of a dense Gaussian matrix on the same
+  heavy-tailed vector pairs (64 blocks, so the folding is in play), beside the JL reference (1 - c²)/sqrt(D').
 - **paper shape**: Wan2.1-1.3B's 1.42 B transformer parameters streamed (a 2^24 buffer fed 85 times at
   successive offsets), seconds per clip, and its share of the paper's 54 s forward+backward per clip (A100).
 
@@ -81,6 +83,28 @@ def _dense(x, dim: int):
     return lambda: [x[o:o + chunk] @ R for o in range(0, x.numel(), chunk)]
 
 
+def _accuracy(dim: int, pairs: int = 40, n: int = 2**20, block: int = 2**14) -> tuple[float, float, float]:
+    """Cosine error (sd over pairs with true cosine 0.6) of the folded Fastfood (with 64 blocks, so the folding
+    is exercised) and of a dense Gaussian projection, on the same vectors; and the JL reference (1 - c²)/sqrt(D')."""
+    import torch
+
+    from motive_index.projection import FastfoodProjector
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(pairs, n, generator=g)
+    b = 0.6 * a + 0.8 * torch.randn(pairs, n, generator=g)
+    # heavy-tailed, like gradients: a few entries carry much of the norm
+    scale = torch.exp(2 * torch.randn(n, generator=g))
+    a, b = a * scale, b * scale
+    exact = torch.nn.functional.cosine_similarity(a, b, dim=1)
+    ff = FastfoodProjector(dim, seed=0, block_size=block)
+    pa, pb = torch.stack([ff.project(x) for x in a]), torch.stack([ff.project(x) for x in b])
+    err_ff = torch.nn.functional.cosine_similarity(pa, pb, dim=1) - exact
+    R = torch.randn(n, dim, generator=g) / math.sqrt(dim)
+    err_dense = torch.nn.functional.cosine_similarity(a @ R, b @ R, dim=1) - exact
+    return float(err_ff.std()), float(err_dense.std()), float((1 - exact.pow(2).mean()) / math.sqrt(dim))
+
+
 def _pieces(n: int, piece: int):
     """(offset, length) of weight-matrix-sized pieces covering n entries."""
     return [(o, min(piece, n - o)) for o in range(0, n, piece)]
@@ -128,6 +152,8 @@ def main() -> None:
         dense = n / _median_s(_dense(x, args.dim), max(1, args.reps // 2), sync)
         rows.append((n, ff, r2, dense))
 
+    acc_ff, acc_dense, acc_jl = _accuracy(args.dim, pairs=10 if args.quick else 40)
+
     paper_s = None
     if not args.quick:
         chunk = torch.randn(2**24, device=dev)
@@ -155,6 +181,9 @@ def main() -> None:
     for n, ff, r2, dense in rows:
         print(f"| 2^{n.bit_length() - 1} | {ff / 1e6:,.0f} | {ff / bound:.2f} | {r2 / 1e6:,.0f} | "
               f"{dense / 1e6:,.1f} | {ff / dense:,.0f}x |")
+    print(f"\naccuracy at dim {args.dim} (heavy-tailed vectors of 2^20 entries, cosine 0.6, in 64 blocks of 2^14): "
+          f"sd of the cosine error: fastfood {acc_ff:.4f}, dense Gaussian {acc_dense:.4f}, JL reference "
+          f"{acc_jl:.4f}")
     if paper_s is not None:
         print(f"\npaper shape: {PAPER_PARAMS / 1e9:.2f} B params streamed in {paper_s:.2f} s per clip "
               f"({PAPER_PARAMS / paper_s / 1e6:,.0f} M/s) = {paper_s / PAPER_FWD_BWD_S:.1%} of the paper's "

@@ -60,7 +60,7 @@ def select_parameters(module: torch.nn.Module, patterns: tuple[str, ...] = ()) -
     chosen = [(n, p) for n, p in named if any(fnmatch.fnmatchcase(n, pat) for pat in patterns)]
     if not chosen:
         raise SettingsError(f"params={list(patterns)!r} match no parameter of the transformer; names look like "
-                         f"{[n for n, _ in named[:4]]}")
+                            f"{[n for n, _ in named[:4]]}")
     return chosen
 
 

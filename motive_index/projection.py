@@ -93,7 +93,7 @@ class _Core:
         self.scale = s * math.sqrt(n) / self.gauss.norm() / math.sqrt(dim)  # S, with the 1/sqrt(D') folded in
         gs = _stream(seed, 2)
         self.signs = torch.randint(0, 2, (SIGN_POOL + n,), generator=gs).float() * 2 - 1  # the sign pool
-        self.offsets = torch.randperm(SIGN_POOL, generator=gs)         # block b's window starts at offsets[b]
+        self.offsets = torch.randperm(SIGN_POOL, generator=gs).int()   # block b's window starts at offsets[b]
         self._on: dict[str, tuple[torch.Tensor, ...]] = {}
 
     def on(self, device: torch.device) -> tuple[torch.Tensor, ...]:
