@@ -1,7 +1,7 @@
 """Search cost and recall per index kind, on random and on clustered unit vectors, as tables.
 
     python benchmarks/search.py [--n 1000000] [--dim 512] [--quick] [--queries 200] [--batch 1000]
-                                [--store-sample 20000]
+                                [--store-sample 20000] [--device cuda]
 
 For each data set (random unit vectors; unit vectors around 1000 Gaussian cluster centres) and each kind
 (``flat``: exact FAISS; ``ivf``: IVF at the nprobe that ``VectorIndex.build`` tuned to recall@10 >= 0.95 on the
@@ -10,6 +10,11 @@ single-query p50/p99 ms (``--queries`` held-out queries from the same distributi
 (queries/s for one batch of ``--batch``), recall@10 against exact search on the held-out queries, memory (bytes
 of the serialized index; the array for numpy), and seconds to add 10 k new vectors to the built index
 (``VectorIndex.catch_up``, searchable when it returns; checked by searching one of them).
+
+``--device DEV`` adds a ``torch exact`` row (the flat index's vectors as a float32 tensor on DEV, exact
+``q @ V.T`` + ``topk``: the GPU backend without a GPU faiss; memory is the tensor's) and, where the installed
+faiss is a GPU build that sees DEV, ``flat``/``ivf`` rows searched on the GPU (``faiss-gpu``; their add time
+includes copying the caught-up index to the GPU again).
 
 The indexes are built straight from NumPy arrays, not from a LanceDB store: filling LanceDB with N x dim
 vectors is timed separately on ``--store-sample`` rows (``ClipStore.add`` in batches of 10 k) and extrapolated.
@@ -89,7 +94,7 @@ def row_md(r: dict) -> str:
 
 def bench_dataset(name: str, data: np.ndarray, queries: np.ndarray, n: int, args) -> list[dict]:
     """``data`` is ``(n + ADD, dim)``: the index gets the first ``n`` rows, then the last ``ADD`` are added."""
-    from motive_index.index import VectorIndex, _faiss
+    from motive_index.index import VectorIndex, _faiss, resolve_backend
 
     base = data[:n]
     ids = [f"c{i}" for i in range(n)]
@@ -100,7 +105,12 @@ def bench_dataset(name: str, data: np.ndarray, queries: np.ndarray, n: int, args
     # exact answers for the held-out queries (FAISS flat = exact)
     rows = []
     truth = None
-    for kind in ("flat", "ivf", "numpy"):
+    kinds = ["flat", "ivf", "numpy"]
+    if args.device:
+        kinds.append("torch")
+        if resolve_backend(args.device)[0] == "faiss-gpu":
+            kinds += ["flat@gpu", "ivf@gpu"]
+    for kind in kinds:
         gc.collect()
         if kind == "numpy":
             t = time.perf_counter()
@@ -127,7 +137,12 @@ def bench_dataset(name: str, data: np.ndarray, queries: np.ndarray, n: int, args
             del mat
             continue
         t = time.perf_counter()
-        index = VectorIndex.build(ids, base, store_version=1, kind=kind, recall_target=args.recall_target)
+        index = VectorIndex.build(ids, base, store_version=1, kind="flat" if kind == "torch" else kind.split("@")[0],
+                                  recall_target=args.recall_target)
+        if kind == "torch":
+            index.use_device(args.device, backend="torch")
+        elif kind.endswith("@gpu"):
+            index.use_device(args.device, backend="faiss")
         build = time.perf_counter() - t
         index.search(single[0], K)
         times = []
@@ -142,7 +157,8 @@ def bench_dataset(name: str, data: np.ndarray, queries: np.ndarray, n: int, args
         if kind == "flat":
             truth = pos
         rec = float(np.mean([len(set(f) & set(tr)) / K for f, tr in zip(pos.tolist(), truth.tolist())]))
-        nbytes = int(_faiss().serialize_index(index._index).size)
+        nbytes = (index._mat.numel() * index._mat.element_size() if kind == "torch"
+                  else int(_faiss().serialize_index(index._index).size))
         st = index.stats
         t = time.perf_counter()
         index.catch_up(all_ids, data, store_version=2)
@@ -153,7 +169,9 @@ def bench_dataset(name: str, data: np.ndarray, queries: np.ndarray, n: int, args
         if st.get("fallback"):
             best = max(st["recall_by_nprobe"].items(), key=lambda kv: kv[1])
             note = f"fell back to flat: best ivf recall@10 {best[1]} at nprobe {best[0]}"
-        kind_label = "ivf" if kind == "ivf" else "flat (FAISS)"
+        kind_label = {"ivf": "ivf", "flat": "flat (FAISS)", "torch": f"torch exact ({index.device})",
+                      "flat@gpu": f"flat (FAISS GPU, {index.device})",
+                      "ivf@gpu": f"ivf (FAISS GPU, {index.device})"}[kind]
         rows.append({"data": name, "kind": kind_label, "build_s": build, "p50": pct(times, 50),
                      "p99": pct(times, 99), "qps": len(batch) / bt, "recall": rec, "bytes": nbytes,
                      "add_s": add_s, "add_ok": ok, "note": note})
@@ -173,6 +191,8 @@ def main() -> None:
     ap.add_argument("--recall-target", type=float, default=0.95)
     ap.add_argument("--store-sample", type=int, default=20_000, help="rows written to LanceDB to time a fill")
     ap.add_argument("--data", default="random,clustered")
+    ap.add_argument("--device", default=None,
+                    help="also time search on this device (cpu, cuda, cuda:N): exact torch, and FAISS GPU if present")
     args = ap.parse_args()
     n = 100_000 if args.quick else args.n
     dim = args.dim

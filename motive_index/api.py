@@ -213,7 +213,7 @@ class MotiveIndex:
 
         with self._index_lock:
             if self._index is None or self._index.store_version != self.store.version:
-                self._index = open_index(self.store, self.path, current=self._index)
+                self._index = open_index(self.store, self.path, current=self._index, device=self.device)
             return self._index
 
     def _ensure_engine(self):

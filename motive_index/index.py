@@ -22,10 +22,29 @@ with new labels. Saved as ``INDEX_DIR/faiss.index`` (the FAISS serialization) an
 (format, kind, store_version, ids, labels, stats, crc32), each written to a temp file and moved into place with
 ``os.replace``, the JSON last, so a reader never pairs a new JSON with an old index.
 
+Search backends (``device=`` / ``backend=`` of :func:`open_index` and :meth:`VectorIndex.use_device`; which
+one answers is ``stats["backend"]``):
+
+- ``faiss-cpu`` (``device="cpu"``, the default): the saved FAISS index itself.
+- ``faiss-gpu`` (``device="cuda[:N]"`` when the installed faiss is a GPU build that sees a GPU, i.e. the
+  ``faiss-gpu`` wheel of the ``gpu`` extra): a copy of the FAISS index on that GPU (``index_cpu_to_gpu``; flat
+  stays exact, ivf keeps its tuned nprobe), copied again after every catch-up. Searches on it are serialized
+  (FAISS GPU indexes are not thread-safe); ``k`` above :data:`FAISS_GPU_MAX_K` is answered by the CPU index.
+- ``torch-cuda`` (``device="cuda[:N]"`` without a GPU faiss, or ``backend="torch"``): the vectors, read out
+  of the FAISS index, as one float32 ``(N, dim)`` tensor on the GPU, searched exactly (``q @ V.T``, then
+  ``topk``) whatever the kind: no approximation and no recall to tune. A catch-up removes and appends the
+  same rows. Under a reduced float32 matmul precision (TF32) the best candidates are
+  rescored in full float32, so scores stay exact. ``backend="torch"`` with ``device="cpu"`` (``torch-cpu``)
+  runs the same code on the CPU (for tests, or a CPU where torch is faster).
+
+The saved files are always the CPU FAISS index; a device copy is derived on open and never saved. A CUDA device
+that is not there (no GPU, a CPU build of torch, ``cuda:N`` out of range) raises :class:`SearchDeviceError`
+before any work. torch is imported only for a torch backend or a CUDA device.
+
 Thread safety: :meth:`VectorIndex.search` may run in several threads while another thread runs
 :meth:`VectorIndex.catch_up` on the same object (a readers-writer lock: searches share, a catch-up is alone).
 
-No torch, no model code here.
+No model code here.
 """
 
 from __future__ import annotations
@@ -43,6 +62,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from ._io import atomic_write
+from .errors import MotiveIndexError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .store import ClipStore
@@ -67,6 +87,15 @@ RECALL_K = 10
 LATENCY_QUERIES = 20             # single queries timed for stats["p50_ms"] (fewer once 1 s is spent)
 #: a catch-up is done when (changes since the last build) <= this share of the index size at that build
 CATCH_UP_MAX_CHANGE = 0.20
+BACKENDS = ("auto", "faiss", "torch")
+#: FAISS GPU indexes answer at most this many neighbours per query (GPU k-selection limit); above, the CPU index
+FAISS_GPU_MAX_K = 2048
+#: the torch backend scores queries in blocks of at most this many (query, vector) pairs: (B, N) float32 scores
+TORCH_SCORE_BLOCK = 1 << 27
+#: extra candidates rescored in full float32 when matmuls run at reduced precision (TF32)
+TORCH_RESCORE_EXTRA = 32
+#: stats keys that describe this process's search device, not the saved index (never written to faiss.json)
+_RUNTIME_STATS = ("backend", "device")
 
 _log = logging.getLogger(__name__)
 
@@ -78,6 +107,140 @@ def _faiss():
         raise ImportError("motive-index needs FAISS for search: pip install faiss-cpu "
                           "(or faiss-gpu on a CUDA machine)") from e
     return faiss
+
+
+class SearchDeviceError(MotiveIndexError, ValueError):
+    """The search device asked for is not usable here (no CUDA, a CPU build of torch or faiss, ...)."""
+
+    exit_code = 2
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError as e:  # pragma: no cover - torch is a dependency of the package
+        raise ImportError("the torch search backend needs torch: pip install torch") from e
+    return torch
+
+
+def _faiss_gpus(faiss) -> int:
+    """GPUs the installed faiss can use (0 for a CPU build, or a GPU build on a machine without a GPU)."""
+    if not hasattr(faiss, "StandardGpuResources") or not hasattr(faiss, "get_num_gpus"):
+        return 0
+    try:
+        return int(faiss.get_num_gpus())
+    except Exception:  # a GPU build whose CUDA runtime cannot start
+        return 0
+
+
+def resolve_backend(device: str = "cpu", backend: str = "auto") -> tuple[str, str]:
+    """``(backend name, device)`` that search on ``device`` with ``backend`` means here; raises before any work.
+
+    ``backend``: ``auto`` (CPU: faiss; CUDA: faiss on the GPU when the installed faiss has GPU support and sees
+    one, else exact torch search on the GPU), ``faiss`` or ``torch``. Names: ``faiss-cpu``, ``faiss-gpu``,
+    ``torch-cpu``, ``torch-cuda``. The device is returned normalized (``cuda`` -> ``cuda:0``).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is invalid: one of {', '.join(BACKENDS)}")
+    dev = str(device if device is not None else "").strip().lower()  # a str or a torch.device
+    if not dev:
+        raise SearchDeviceError(f"device={device!r} is invalid: 'cpu', 'cuda' or 'cuda:N'")
+    if dev == "cpu":
+        return ("torch-cpu" if backend == "torch" else "faiss-cpu"), "cpu"
+    kind, _, num = dev.partition(":")
+    if kind != "cuda" or (num and not num.isdigit()):
+        raise SearchDeviceError(f"device={device!r} is invalid for search: 'cpu', 'cuda' or 'cuda:N'")
+    ordinal = int(num or 0)
+    dev = f"cuda:{ordinal}"
+    if backend != "torch":
+        n_faiss = _faiss_gpus(_faiss())
+        if ordinal < n_faiss:
+            return "faiss-gpu", dev
+        if backend == "faiss":
+            raise SearchDeviceError(
+                f"device={device!r} with backend='faiss': the installed faiss "
+                + (f"sees {n_faiss} GPU(s)" if n_faiss else "has no GPU support or sees no GPU")
+                + "; install the GPU build (see the README: pip install 'motive-index[gpu]', then replace "
+                  "faiss-cpu) or use backend='torch' or 'auto'")
+    torch = _torch()
+    if not torch.cuda.is_available():
+        why = ("this torch is a CPU build" if torch.version.cuda is None
+               else f"torch (CUDA {torch.version.cuda}) finds no usable CUDA device")
+        also = "" if backend == "torch" else ", and the installed faiss has no GPU either"
+        raise SearchDeviceError(f"device={device!r}: {why}{also}; search with device='cpu', or install a CUDA "
+                                f"build of torch")
+    count = torch.cuda.device_count()
+    if ordinal >= count:
+        raise SearchDeviceError(f"device={device!r}: only {count} CUDA device(s) (cuda:0..cuda:{count - 1})")
+    return "torch-cuda", dev
+
+
+def _index_contents(index) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels (N,) int64, vectors (N, dim) float32)``: what a flat (``IndexIDMap2(IndexFlatIP)``) or
+    ``IndexIVFFlat`` index holds, read out without changing it."""
+    faiss = _faiss()
+    n, dim = int(index.ntotal), int(index.d)
+    if isinstance(index, faiss.IndexIDMap2):
+        labels = faiss.vector_to_array(index.id_map).astype(np.int64)  # (N,)
+        vectors = index.index.reconstruct_n(0, n) if n else np.zeros((0, dim), np.float32)  # (N, dim)
+    elif isinstance(index, faiss.IndexIVFFlat):
+        inv = index.invlists
+        parts_l, parts_v = [], []
+        for lst in range(index.nlist):
+            size = inv.list_size(lst)
+            if not size:
+                continue
+            ids_ptr, codes_ptr = inv.get_ids(lst), inv.get_codes(lst)
+            try:
+                parts_l.append(faiss.rev_swig_ptr(ids_ptr, size).copy())  # (size,) int64
+                codes = faiss.rev_swig_ptr(codes_ptr, size * inv.code_size).copy()  # (size * dim * 4,) uint8
+                parts_v.append(codes.view(np.float32).reshape(size, dim))  # IVFFlat codes are the raw floats
+            finally:
+                inv.release_ids(lst, ids_ptr)
+                inv.release_codes(lst, codes_ptr)
+        labels = np.concatenate(parts_l).astype(np.int64) if parts_l else np.zeros(0, np.int64)
+        vectors = np.concatenate(parts_v) if parts_v else np.zeros((0, dim), np.float32)
+    else:
+        raise TypeError(f"cannot read the vectors of a {type(index).__name__}")
+    if len(labels) != n or vectors.shape != (n, dim):
+        raise RuntimeError(f"read {len(labels)} labels and {vectors.shape} vectors from an index of {n} x {dim}")
+    return labels, np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def _reduced_matmul_precision(torch, device) -> bool:
+    """Whether float32 matmuls on ``device`` may run below full float32 (TF32 / bf16 passes)."""
+    try:
+        if torch.get_float32_matmul_precision() != "highest":
+            return True
+        return device.type == "cuda" and bool(torch.backends.cuda.matmul.allow_tf32)
+    except Exception:  # pragma: no cover - an API change: assume the worst, rescoring is cheap
+        return True
+
+
+def _torch_topk(mat, row_labels: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` inner products of ``q`` (``(B, dim)`` float32) against ``mat`` (``(N, dim)`` tensor):
+    ``(scores (B, k) float32, labels (B, k) int64)``, best first, like ``faiss.Index.search``."""
+    torch = _torch()
+    n = int(mat.shape[0])
+    reduced = _reduced_matmul_precision(torch, mat.device)
+    fetch = min(n, k + TORCH_RESCORE_EXTRA) if reduced else k
+    step = max(1, TORCH_SCORE_BLOCK // max(n, 1))
+    out_s, out_r = [], []
+    with torch.inference_mode():
+        qt = torch.tensor(q, dtype=torch.float32, device=mat.device)  # (B, dim)
+        for a in range(0, qt.shape[0], step):
+            qb = qt[a:a + step]  # (b, dim)
+            s = qb @ mat.T  # (b, N)
+            top_s, top_r = torch.topk(s, fetch, dim=1)  # (b, fetch), best first
+            if reduced:  # rescore the candidates without tensor cores: exact float32 products
+                exact = (mat[top_r] * qb[:, None, :]).sum(-1)  # (b, fetch)
+                top_s, order = torch.topk(exact, k, dim=1)  # (b, k)
+                top_r = torch.gather(top_r, 1, order)
+            out_s.append(top_s.cpu())
+            out_r.append(top_r.cpu())
+        scores = torch.cat(out_s).numpy()  # (B, k)
+        rows = torch.cat(out_r).numpy()  # (B, k)
+    return scores, row_labels[rows]
 
 
 class _RWLock:
@@ -175,7 +338,9 @@ class VectorIndex:
 
     ``store_version`` is the store version the vectors came from. Build with :meth:`build`, persist with
     :meth:`save` / :meth:`load`, bring up to date with :meth:`catch_up`, or get a current one from
-    :func:`open_index`. :attr:`stats` describes it (kind, n, nlist, nprobe, recall@10, p50 ms, build seconds).
+    :func:`open_index`. :attr:`stats` describes it (kind, n, nlist, nprobe, recall@10, p50 ms of the CPU index,
+    build seconds, and the ``backend`` and ``device`` that answer searches). Searches run on the CPU FAISS index
+    until :meth:`use_device` moves them to a GPU (or to torch).
     """
 
     def __init__(self, index, labels: Sequence[int], ids: Sequence[str], store_version: int,
@@ -193,6 +358,14 @@ class VectorIndex:
         self.stats: dict = dict(stats or {})
         self.stats["n"] = len(ids)
         self._lock = _RWLock()
+        # the search backend: the CPU index itself, or a device copy derived from it (never saved)
+        self._backend, self._device = "faiss-cpu", "cpu"
+        self._gpu_res = None         # faiss.StandardGpuResources, kept alive with the GPU index
+        self._gpu_index = None       # faiss GPU copy of self._index
+        self._gpu_lock = threading.Lock()  # FAISS GPU indexes are not thread-safe, even to search
+        self._mat = None             # torch (N, dim) float32 on self._device: row r holds label _row_labels[r]
+        self._row_labels = np.zeros(0, np.int64)
+        self.stats.update({"backend": self._backend, "device": self._device})
 
     # ---- construction ---------------------------------------------------------------------------------------
 
@@ -304,6 +477,15 @@ class VectorIndex:
         return int(self._index.d)
 
     @property
+    def backend(self) -> str:
+        """Which search answers: ``faiss-cpu``, ``faiss-gpu``, ``torch-cpu`` or ``torch-cuda``."""
+        return self._backend
+
+    @property
+    def device(self) -> str:
+        return self._device
+
+    @property
     def ids(self) -> list[str]:
         """Clip ids, in label order (a copy)."""
         self._lock.acquire_read()
@@ -320,6 +502,79 @@ class VectorIndex:
 
     def __repr__(self) -> str:
         return f"VectorIndex(kind={self.kind!r}, n={len(self)}, dim={self.dim}, store_version={self.store_version})"
+
+    # ---- search device --------------------------------------------------------------------------------------
+
+    def use_device(self, device: str = "cpu", backend: str = "auto") -> "VectorIndex":
+        """Answer searches on ``device`` (``cpu``, ``cuda``, ``cuda:N``) with ``backend`` (see
+        :func:`resolve_backend`); returns ``self``. A :class:`SearchDeviceError` when the device is not there.
+
+        The device copy (FAISS GPU index, or torch tensor of the vectors) is derived from the CPU index, which
+        stays the one that is caught up and saved. Searches in other threads wait while the copy is made.
+        """
+        name, dev = resolve_backend(device, backend)
+        self._lock.acquire_write()
+        try:
+            if (name, dev) != (self._backend, self._device):
+                self._drop_device_copy()
+                self._make_device_copy(name, dev)
+        finally:
+            self._lock.release_write()
+        return self
+
+    def _drop_device_copy(self) -> None:
+        self._gpu_index = self._gpu_res = self._mat = None
+        self._row_labels = np.zeros(0, np.int64)
+        self._backend, self._device = "faiss-cpu", "cpu"
+        self.stats.update({"backend": self._backend, "device": self._device})
+
+    def _make_device_copy(self, name: str, dev: str) -> None:
+        """Build the ``name`` copy on ``dev`` from the CPU index (write lock held)."""
+        if name == "faiss-gpu":
+            faiss = _faiss()
+            if self._gpu_res is None:
+                self._gpu_res = faiss.StandardGpuResources()
+            gpu = faiss.index_cpu_to_gpu(self._gpu_res, int(dev.split(":")[1]), self._index)
+            if self.kind == KIND_IVF:
+                try:
+                    gpu.nprobe = int(self._index.nprobe)
+                except AttributeError:  # pragma: no cover - older GPU IVF wrappers
+                    faiss.GpuParameterSpace().set_index_parameter(gpu, "nprobe", int(self._index.nprobe))
+            self._gpu_index = gpu
+        elif name in ("torch-cpu", "torch-cuda"):
+            torch = _torch()
+            labels, vectors = _index_contents(self._index)  # (N,), (N, dim)
+            self._mat = torch.from_numpy(vectors).to(torch.device(dev))  # (N, dim) float32
+            self._row_labels = labels
+        self._backend, self._device = name, dev
+        self.stats.update({"backend": name, "device": dev})
+
+    def _update_device_copy(self, removed_labels: np.ndarray, new_labels: np.ndarray, new_vecs: np.ndarray) -> None:
+        """Bring the device copy in line with the CPU index after a catch-up (write lock held)."""
+        if self._backend == "faiss-gpu":
+            self._gpu_index = None  # GPU indexes cannot remove ids: copy the caught-up CPU index again
+            self._make_device_copy(self._backend, self._device)
+        elif self._mat is not None:
+            torch = _torch()
+            if len(removed_labels):
+                keep = ~np.isin(self._row_labels, removed_labels)  # (N,)
+                self._mat = self._mat[torch.from_numpy(keep).to(self._mat.device)]
+                self._row_labels = self._row_labels[keep]
+            if len(new_labels):
+                add = torch.from_numpy(np.ascontiguousarray(new_vecs, dtype=np.float32)).to(self._mat.device)
+                self._mat = torch.cat([self._mat, add])  # (N', dim)
+                self._row_labels = np.concatenate([self._row_labels, np.asarray(new_labels, np.int64)])
+            if self._mat.shape[0] != self._index.ntotal or len(self._row_labels) != self._index.ntotal:
+                raise RuntimeError(f"torch copy has {self._mat.shape[0]} rows, the index {self._index.ntotal}")
+
+    def _search_labels(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores (B, k), labels (B, k))`` from the active backend (read lock held; ``1 <= k <= len``)."""
+        if self._mat is not None:
+            return _torch_topk(self._mat, self._row_labels, q, k)
+        if self._gpu_index is not None and k <= FAISS_GPU_MAX_K:
+            with self._gpu_lock:
+                return self._gpu_index.search(q, k)
+        return self._index.search(q, k)
 
     # ---- search ---------------------------------------------------------------------------------------------
 
@@ -347,7 +602,7 @@ class VectorIndex:
             n = len(self)
             if n == 0 or q.shape[0] == 0:
                 return [[] for _ in range(q.shape[0])]
-            scores, labels = self._index.search(q, min(int(k), n))  # (B, kk), (B, kk)
+            scores, labels = self._search_labels(q, min(int(k), n))  # (B, kk), (B, kk)
             ids = self._label_to_id
             out = [[(ids[lb], float(s)) for lb, s in zip(lrow, srow) if lb >= 0]
                    for lrow, srow in zip(labels.tolist(), scores.tolist())]
@@ -369,8 +624,9 @@ class VectorIndex:
     def catch_up(self, ids: Sequence[str], vectors: np.ndarray, store_version: int) -> tuple[int, int]:
         """Make the index hold exactly ``ids`` (a store snapshot: ``vectors`` row ``i`` for ``ids[i]``).
 
-        Removes the indexed ids not in ``ids`` and adds the new ones, then records ``store_version``.
-        Searches in other threads wait while this runs and then see the new state. Returns ``(added, removed)``.
+        Removes the indexed ids not in ``ids`` and adds the new ones (in the CPU index and in the search copy
+        on a device, if any), then records ``store_version``. Searches in other threads wait while this runs and
+        then see the new state. Returns ``(added, removed)``.
         """
         ids = list(ids)
         vectors = np.asarray(vectors)
@@ -383,6 +639,8 @@ class VectorIndex:
             pos = {c: i for i, c in enumerate(ids)}
             new_vecs = _as_matrix(vectors[[pos[c] for c in added]] if added else np.zeros((0, self.dim)),
                                   len(added))
+            rm = np.zeros(0, np.int64)
+            new_labels = np.zeros(0, np.int64)
             if removed:
                 rm = np.array([self._id_to_label[c] for c in removed], dtype=np.int64)
                 self._index.remove_ids(faiss.IDSelectorBatch(rm))
@@ -396,6 +654,14 @@ class VectorIndex:
                 for c, lb in zip(added, new_labels.tolist()):
                     self._id_to_label[c] = lb
                     self._label_to_id[lb] = c
+            if self._backend != "faiss-cpu" and (removed or added):
+                try:
+                    self._update_device_copy(rm, new_labels, new_vecs)
+                except Exception:  # never answer from a stale copy: the CPU index is current, search there
+                    _log.warning("search copy on %s (%s) could not follow the catch-up; searching on the CPU",
+                                 self._device, self._backend, exc_info=True)
+                    self._drop_device_copy()
+                    raise
             self.store_version = int(store_version)
             self.stats["n"] = len(self._id_to_label)
             self.stats["changes_since_build"] = int(self.stats.get("changes_since_build", 0)) + len(added) + len(removed)
@@ -414,8 +680,9 @@ class VectorIndex:
             data = _faiss().serialize_index(self._index)  # uint8 array
             labels = sorted(self._label_to_id)
             ids = [self._label_to_id[lb] for lb in labels]
+            stats = {k: v for k, v in self.stats.items() if k not in _RUNTIME_STATS}  # this process's device
             meta = {"format": FORMAT, "kind": self.kind, "store_version": self.store_version, "count": len(self),
-                    "dim": self.dim, "next_label": self._next_label, "stats": self.stats}
+                    "dim": self.dim, "next_label": self._next_label, "stats": stats}
         finally:
             self._lock.release_read()
         blob = memoryview(np.ascontiguousarray(data))
@@ -462,7 +729,7 @@ def _first_line(e: BaseException) -> str:
 
 def open_index(store: "ClipStore", index_dir: str | os.PathLike | None = None,
                log: logging.Logger = _log, *, kind: str = "auto", recall_target: float = 0.95,
-               current: VectorIndex | None = None) -> VectorIndex:
+               current: VectorIndex | None = None, device: str = "cpu", backend: str = "auto") -> VectorIndex:
     """A :class:`VectorIndex` current with ``store``: loaded, caught up, or rebuilt; saved when it changed.
 
     ``index_dir`` defaults to the store's folder. ``current`` (an index already in memory, e.g. a service's)
@@ -471,8 +738,13 @@ def open_index(store: "ClipStore", index_dir: str | os.PathLike | None = None,
     size; otherwise, or when the saved index is missing/corrupt, or ``kind`` asks for another kind, or
     ``auto``'s choice changed with the size, it is rebuilt. Logs one INFO line saying which. A failure to save
     (read-only folder) is logged, not raised.
+
+    ``device`` / ``backend``: where searches run (:meth:`VectorIndex.use_device`; e.g. ``device="cuda"``: FAISS
+    on the GPU, or exact torch search on the GPU without a GPU faiss). Checked first: a device that is not
+    there raises :class:`SearchDeviceError` before anything is loaded or built.
     """
     choose_kind(0, 1, kind)  # validates kind
+    resolve_backend(device, backend)  # validates device and backend before any work
     index_dir = Path(index_dir) if index_dir is not None else Path(store.path)
     version, dim = store.version, store.dim
     index = current
@@ -488,10 +760,11 @@ def open_index(store: "ClipStore", index_dir: str | os.PathLike | None = None,
         why, index = f"rebuilt because stale (index dim {index.dim}, store dim {dim})", None
     if index is not None and index.store_version == version and len(index) == len(store):
         if current is not None:
-            return current  # already current in memory
+            return current.use_device(device, backend)  # already current in memory
         if _kind_mismatch(index, len(index), kind, recall_target) is None:
-            log.info("FAISS index at %s: loaded (store version %d, %d vectors, dim %d, %s)",
-                     index_dir, version, len(index), dim, index.kind)
+            index.use_device(device, backend)
+            log.info("FAISS index at %s: loaded (store version %d, %d vectors, dim %d, %s%s)",
+                     index_dir, version, len(index), dim, index.kind, _on(index))
             return index
     version, ids, vectors = store.snapshot()
     if index is not None:
@@ -512,15 +785,25 @@ def open_index(store: "ClipStore", index_dir: str | os.PathLike | None = None,
                 why = f"rebuilt because catch-up failed: {_first_line(e)}"
             else:
                 _save(index, index_dir, log)
-                log.info("FAISS index at %s: caught up: +%d -%d (store version %d -> %d, %d vectors, %s)",
-                         index_dir, len(added), len(removed), was, version, len(index), index.kind)
+                index.use_device(device, backend)
+                log.info("FAISS index at %s: caught up: +%d -%d (store version %d -> %d, %d vectors, %s%s)",
+                         index_dir, len(added), len(removed), was, version, len(index), index.kind, _on(index))
                 return index
     new = VectorIndex.build(ids, vectors, version, kind=kind, recall_target=recall_target)
     _save(new, index_dir, log)
+    new.use_device(device, backend)
     fb = f"; {new.stats['fallback']}" if new.stats.get("fallback") else ""
-    log.info("FAISS index at %s: %s; now store version %d, %d vectors, %s (nprobe %s, recall@10 %s)%s",
-             index_dir, why, version, len(new), new.kind, new.stats.get("nprobe"), new.stats.get("recall_at_10"), fb)
+    log.info("FAISS index at %s: %s; now store version %d, %d vectors, %s (nprobe %s, recall@10 %s)%s%s",
+             index_dir, why, version, len(new), new.kind, new.stats.get("nprobe"), new.stats.get("recall_at_10"), fb,
+             _on(new))
     return new
+
+
+def _on(index: VectorIndex) -> str:
+    """``""`` for CPU FAISS search, else where searches run, for the log line."""
+    if index.backend == "faiss-cpu":
+        return ""
+    return f"; search: {index.backend} on {index.device}" + (" (exact)" if index.backend.startswith("torch") else "")
 
 
 def _kind_mismatch(index: VectorIndex, n: int, kind: str, recall_target: float) -> str | None:
