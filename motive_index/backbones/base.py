@@ -2,13 +2,77 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from ..config import VideoSpec
+from ..errors import ModelLoadError
+
+TEXT_CACHE_SIZE = 32  # distinct captions kept; a real UMT5 embedding is 512 x 4096 fp32 = 8 MiB
+
+
+_BOOKKEEPING = ("transformers_version", "dtype", "torch_dtype", "architectures")
+
+
+def _clean(cfg: Any) -> Any:
+    """A config without the bookkeeping that save/load changes (``_name_or_path``, versions, dtype)."""
+    if isinstance(cfg, dict):
+        return {str(k): _clean(v) for k, v in cfg.items()
+                if not str(k).startswith("_") and k not in _BOOKKEEPING}
+    if isinstance(cfg, (list, tuple)):
+        return [_clean(v) for v in cfg]
+    return cfg
+
+
+def _config_hash(cfg: dict) -> str:
+    return hashlib.sha256(json.dumps(_clean(cfg), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _weights_hash(modules) -> str:
+    """sha256 over every parameter and buffer, by name, exactly (no sampling)."""
+    h = hashlib.sha256()
+    for m in modules:
+        for name, t in sorted(m.state_dict().items()):
+            t = t.detach().to("cpu").contiguous()
+            if t.dtype == torch.bfloat16:
+                t = t.view(torch.int16)
+            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.numpy().reshape(-1).view(np.uint8))
+    return h.hexdigest()[:16]
+
+
+def load_components(root: Path, loaders: dict[str, Callable]) -> dict[str, Any]:
+    """Load each component folder of a diffusers-format directory, naming the part that failed."""
+    parts: dict[str, Any] = {}
+    for name, load in loaders.items():
+        if not (root / name).is_dir():
+            raise ModelLoadError(f"model {str(root)!r}: missing component folder {name}/")
+        try:
+            parts[name] = load(str(root / name), local_files_only=True)
+        except Exception as e:  # diffusers/transformers raise many kinds; name the part that failed
+            raise ModelLoadError(f"model {str(root)!r}: could not load {name}/ ({type(e).__name__}: {e})") from e
+    return parts
+
+
+def save_components(out: Path, parts: dict[str, Any], scheduler_config: dict, model_index: dict,
+                    extra: tuple[str, dict]) -> Path:
+    """Write a diffusers-format directory: each part's save_pretrained, the scheduler config, model_index.json
+    and the motive-index config file ``extra`` = (file name, content)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, part in parts.items():
+        part.save_pretrained(out / name)
+    (out / "scheduler").mkdir(exist_ok=True)
+    (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler_config, indent=2))
+    (out / "model_index.json").write_text(json.dumps(model_index, indent=2))
+    (out / extra[0]).write_text(json.dumps(extra[1], indent=2))
+    return out
 
 
 class Backbone(ABC):
@@ -26,6 +90,21 @@ class Backbone(ABC):
     spatial_factor: int
     first_frame_alone: bool
     device: torch.device
+
+    _text_cache: "OrderedDict[str, torch.Tensor]"
+
+    def _cached_text(self, caption: str, compute: Callable[[str], torch.Tensor]) -> torch.Tensor:
+        """``compute(caption)`` once per distinct caption; the last TEXT_CACHE_SIZE are kept (LRU)."""
+        if not hasattr(self, "_text_cache"):
+            self._text_cache = OrderedDict()
+        hit = self._text_cache.get(caption)
+        if hit is not None:
+            self._text_cache.move_to_end(caption)
+            return hit
+        emb = self._text_cache[caption] = compute(caption)
+        if len(self._text_cache) > TEXT_CACHE_SIZE:
+            self._text_cache.popitem(last=False)
+        return emb
 
     @abstractmethod
     def to(self, device: str | torch.device) -> "Backbone": ...
@@ -52,13 +131,25 @@ class Backbone(ABC):
     def predict(self, z_t: torch.Tensor, model_t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """The transformer's output, batched: z_t (B, C, F', H', W'), model_t (B,), text (B, L, D)."""
 
-    @abstractmethod
-    def identity(self) -> dict[str, Any]:
-        """What makes this model this model: family, config hash, weights hash."""
+    _weights_hash: str | None = None
 
-    @abstractmethod
+    def identity(self) -> dict[str, Any]:
+        """What makes this model this model: hashes of everything that changes the vectors (every component's
+        config and exact weights, the scheduler, the tokenizer's vocabulary, the text length). Families with
+        ``transformer``, ``vae``, ``text_encoder``, ``tokenizer``, ``scheduler_config`` and ``text_max_length``
+        (diffusers layouts) use this as it is."""
+        if self._weights_hash is None:
+            self._weights_hash = _weights_hash([self.transformer, self.vae, self.text_encoder])
+        configs = {"transformer": dict(self.transformer.config), "vae": dict(self.vae.config),
+                   "text_encoder": self.text_encoder.config.to_dict(), "scheduler": self.scheduler_config,
+                   "tokenizer": sorted(self.tokenizer.get_vocab().items()), "text_max_length": self.text_max_length}
+        return {"family": self.family, "transformer_config": _config_hash(configs["transformer"]),
+                "configs": _config_hash(configs), "weights": self._weights_hash,
+                "num_params": sum(p.numel() for p in self.transformer.parameters())}
+
     def invalidate_identity(self) -> None:
         """Called after the weights change (fine-tuning), so identity() is recomputed."""
+        self._weights_hash = None
 
     @abstractmethod
     def save_pretrained(self, out_dir: str | Path) -> Path: ...

@@ -36,20 +36,17 @@ import json
 import math
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from ..config import VideoSpec
 from ..errors import ModelLoadError
-from .base import Backbone
-from .wan import (MOTIVE_CONFIG, TEXT_CACHE_SIZE, TINY_SPEC, _byte_tokenizer, _config_hash, _diffusers_version,
-                  _quiet_hf, _weights_hash)
+from .base import Backbone, load_components, save_components
+from .wan import MOTIVE_CONFIG, TINY_SPEC, _byte_tokenizer, _diffusers_version, _quiet_hf
 
 TINY_TEXT_LEN = 64
 DEFAULT_FPS = 8.0            # CogVideoX 1.0 generates at 8 fps
 DEFAULT_TEXT_LEN = 226       # CogVideoX's max_text_seq_length
-_COMPONENTS = ("transformer", "vae", "text_encoder")
 _PREDICTION_TYPES = ("v_prediction", "epsilon", "sample")
 # The CogVideoX-2b scheduler config (THUDM/CogVideoX-2b/scheduler/scheduler_config.json); 5b differs only in
 # snr_shift_scale=1.0. Used by the tiny preset and when a directory has no scheduler config.
@@ -195,17 +192,9 @@ class CogVideoXBackbone(Backbone):
 
         _quiet_hf()
         root = Path(root)
-        loaders = {"transformer": CogVideoXTransformer3DModel.from_pretrained,
-                   "vae": AutoencoderKLCogVideoX.from_pretrained,
-                   "text_encoder": T5EncoderModel.from_pretrained, "tokenizer": AutoTokenizer.from_pretrained}
-        parts: dict[str, Any] = {}
-        for name, load in loaders.items():
-            if not (root / name).is_dir():
-                raise ModelLoadError(f"model {str(root)!r}: missing component folder {name}/")
-            try:
-                parts[name] = load(str(root / name), local_files_only=True)
-            except Exception as e:  # diffusers/transformers raise many kinds; name the part that failed
-                raise ModelLoadError(f"model {str(root)!r}: could not load {name}/ ({type(e).__name__}: {e})") from e
+        parts = load_components(root, {
+            "transformer": CogVideoXTransformer3DModel.from_pretrained, "vae": AutoencoderKLCogVideoX.from_pretrained,
+            "text_encoder": T5EncoderModel.from_pretrained, "tokenizer": AutoTokenizer.from_pretrained})
         sched_path = root / "scheduler" / "scheduler_config.json"
         scheduler = json.loads(sched_path.read_text()) if sched_path.is_file() else dict(COGVIDEOX_SCHEDULER)
         extra_path = root / MOTIVE_CONFIG
@@ -220,24 +209,16 @@ class CogVideoXBackbone(Backbone):
 
     def save_pretrained(self, out_dir: str | Path) -> Path:
         _quiet_hf()
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        self.transformer.save_pretrained(out / "transformer")
-        self.vae.save_pretrained(out / "vae")
-        self.text_encoder.save_pretrained(out / "text_encoder")
-        self.tokenizer.save_pretrained(out / "tokenizer")
-        (out / "scheduler").mkdir(exist_ok=True)
-        (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(self.scheduler_config, indent=2))
         index = {"_class_name": "CogVideoXPipeline", "_diffusers_version": _diffusers_version(),
                  "transformer": ["diffusers", "CogVideoXTransformer3DModel"],
                  "vae": ["diffusers", "AutoencoderKLCogVideoX"],
                  "text_encoder": ["transformers", "T5EncoderModel"],
                  "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
                  "scheduler": ["diffusers", self.scheduler_config.get("_class_name", "CogVideoXDDIMScheduler")]}
-        (out / "model_index.json").write_text(json.dumps(index, indent=2))
-        (out / MOTIVE_CONFIG).write_text(json.dumps({"spec": self.spec.to_dict(),
-                                                     "text_max_length": self.text_max_length}, indent=2))
-        return out
+        parts = {"transformer": self.transformer, "vae": self.vae, "text_encoder": self.text_encoder,
+                 "tokenizer": self.tokenizer}
+        return save_components(Path(out_dir), parts, self.scheduler_config, index,
+                               (MOTIVE_CONFIG, {"spec": self.spec.to_dict(), "text_max_length": self.text_max_length}))
 
     # ----- the interface ------------------------------------------------------------------------------------
     def to(self, device: str | torch.device) -> "CogVideoXBackbone":
@@ -259,20 +240,15 @@ class CogVideoXBackbone(Backbone):
             z = z * self.vae.config.scaling_factor
         return z
 
-    @torch.no_grad()
     def encode_text(self, caption: str) -> torch.Tensor:
-        hit = self._text_cache.get(caption)
-        if hit is not None:
-            self._text_cache.move_to_end(caption)
-            return hit
+        return self._cached_text(caption, self._encode_text)
+
+    @torch.no_grad()
+    def _encode_text(self, caption: str) -> torch.Tensor:
         enc = self.tokenizer([caption], padding="max_length", max_length=self.text_max_length, truncation=True,
                              add_special_tokens=True, return_tensors="pt")
         # as CogVideoXPipeline._get_t5_prompt_embeds: no attention mask, padding embeddings kept
-        emb = self.text_encoder(enc.input_ids.to(self.device))[0][0]   # (L, text_dim)
-        self._text_cache[caption] = emb
-        if len(self._text_cache) > TEXT_CACHE_SIZE:
-            self._text_cache.popitem(last=False)
-        return emb
+        return self.text_encoder(enc.input_ids.to(self.device))[0][0]   # (L, text_dim)
 
     def latent_shape(self) -> tuple[int, int, int, int]:
         s = self.spec
@@ -333,19 +309,3 @@ class CogVideoXBackbone(Backbone):
         out = self.transformer(hidden_states=z_t.permute(0, 2, 1, 3, 4), encoder_hidden_states=text,
                                timestep=model_t, image_rotary_emb=self._rotary_emb(), return_dict=False)[0]
         return out.permute(0, 2, 1, 3, 4)
-
-    def invalidate_identity(self) -> None:
-        """Forget the cached weights hash (after training changed the weights)."""
-        self._weights_hash = None
-
-    def identity(self) -> dict[str, Any]:
-        """Hashes of everything that changes the vectors: every component's config and weights, the scheduler,
-        the tokenizer's vocabulary, the text length."""
-        if self._weights_hash is None:
-            self._weights_hash = _weights_hash(getattr(self, comp) for comp in _COMPONENTS)
-        configs = {"transformer": dict(self.transformer.config), "vae": dict(self.vae.config),
-                   "text_encoder": self.text_encoder.config.to_dict(), "scheduler": self.scheduler_config,
-                   "tokenizer": sorted(self.tokenizer.get_vocab().items()), "text_max_length": self.text_max_length}
-        return {"family": self.family, "transformer_config": _config_hash(configs["transformer"]),
-                "configs": _config_hash(configs), "weights": self._weights_hash,
-                "num_params": sum(p.numel() for p in self.transformer.parameters())}

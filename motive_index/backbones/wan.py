@@ -9,26 +9,21 @@ and text length; without it, the paper's shape (81 frames at 16 fps, 480x832, 51
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 
 from ..config import VideoSpec
 from ..errors import ModelLoadError
-from .base import Backbone
+from .base import Backbone, load_components, save_components
 
 PAPER_SPEC = VideoSpec(frames=81, fps=16.0, height=480, width=832)
 PAPER_TEXT_LEN = 512
 TINY_SPEC = VideoSpec(frames=17, fps=8.0, height=64, width=64)
 TINY_TEXT_LEN = 64
 MOTIVE_CONFIG = "motive_index.json"
-_COMPONENTS = ("transformer", "vae", "text_encoder")
-TEXT_CACHE_SIZE = 32  # distinct captions kept; a real UMT5 embedding is 512 x 4096 fp32 = 8 MiB
 
 
 def _byte_tokenizer():
@@ -53,36 +48,6 @@ def _quiet_hf() -> None:
 
     dlog.disable_progress_bar()
     tlog.disable_progress_bar()
-
-
-_BOOKKEEPING = ("transformers_version", "dtype", "torch_dtype", "architectures")
-
-
-def _clean(cfg: Any) -> Any:
-    """A config without the bookkeeping that save/load changes (``_name_or_path``, versions, dtype)."""
-    if isinstance(cfg, dict):
-        return {str(k): _clean(v) for k, v in cfg.items()
-                if not str(k).startswith("_") and k not in _BOOKKEEPING}
-    if isinstance(cfg, (list, tuple)):
-        return [_clean(v) for v in cfg]
-    return cfg
-
-
-def _config_hash(cfg: dict) -> str:
-    return hashlib.sha256(json.dumps(_clean(cfg), sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _weights_hash(modules) -> str:
-    """sha256 over every parameter and buffer, by name, exactly (no sampling)."""
-    h = hashlib.sha256()
-    for m in modules:
-        for name, t in sorted(m.state_dict().items()):
-            t = t.detach().to("cpu").contiguous()
-            if t.dtype == torch.bfloat16:
-                t = t.view(torch.int16)
-            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-            h.update(t.numpy().reshape(-1).view(np.uint8))
-    return h.hexdigest()[:16]
 
 
 class WanBackbone(Backbone):
@@ -184,16 +149,9 @@ class WanBackbone(Backbone):
 
         _quiet_hf()
         root = Path(root)
-        loaders = {"transformer": WanTransformer3DModel.from_pretrained, "vae": AutoencoderKLWan.from_pretrained,
-                   "text_encoder": UMT5EncoderModel.from_pretrained, "tokenizer": AutoTokenizer.from_pretrained}
-        parts: dict[str, Any] = {}
-        for name, load in loaders.items():
-            if not (root / name).is_dir():
-                raise ModelLoadError(f"model {str(root)!r}: missing component folder {name}/")
-            try:
-                parts[name] = load(str(root / name), local_files_only=True)
-            except Exception as e:  # diffusers/transformers raise many kinds; name the part that failed
-                raise ModelLoadError(f"model {str(root)!r}: could not load {name}/ ({type(e).__name__}: {e})") from e
+        parts = load_components(root, {
+            "transformer": WanTransformer3DModel.from_pretrained, "vae": AutoencoderKLWan.from_pretrained,
+            "text_encoder": UMT5EncoderModel.from_pretrained, "tokenizer": AutoTokenizer.from_pretrained})
         sched_path = root / "scheduler" / "scheduler_config.json"
         scheduler = json.loads(sched_path.read_text()) if sched_path.is_file() else {}
         extra_path = root / MOTIVE_CONFIG
@@ -206,23 +164,15 @@ class WanBackbone(Backbone):
 
     def save_pretrained(self, out_dir: str | Path) -> Path:
         _quiet_hf()
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        self.transformer.save_pretrained(out / "transformer")
-        self.vae.save_pretrained(out / "vae")
-        self.text_encoder.save_pretrained(out / "text_encoder")
-        self.tokenizer.save_pretrained(out / "tokenizer")
-        (out / "scheduler").mkdir(exist_ok=True)
-        (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(self.scheduler_config, indent=2))
         index = {"_class_name": "WanPipeline", "_diffusers_version": _diffusers_version(),
                  "transformer": ["diffusers", "WanTransformer3DModel"], "vae": ["diffusers", "AutoencoderKLWan"],
                  "text_encoder": ["transformers", "UMT5EncoderModel"],
                  "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
                  "scheduler": ["diffusers", self.scheduler_config.get("_class_name", "FlowMatchEulerDiscreteScheduler")]}
-        (out / "model_index.json").write_text(json.dumps(index, indent=2))
-        (out / MOTIVE_CONFIG).write_text(json.dumps({"spec": self.spec.to_dict(),
-                                                     "text_max_length": self.text_max_length}, indent=2))
-        return out
+        parts = {"transformer": self.transformer, "vae": self.vae, "text_encoder": self.text_encoder,
+                 "tokenizer": self.tokenizer}
+        return save_components(Path(out_dir), parts, self.scheduler_config, index,
+                               (MOTIVE_CONFIG, {"spec": self.spec.to_dict(), "text_max_length": self.text_max_length}))
 
     # ----- the interface ------------------------------------------------------------------------------------
     def to(self, device: str | torch.device) -> "WanBackbone":
@@ -242,21 +192,16 @@ class WanBackbone(Backbone):
             z = (z - self._latents_mean) / self._latents_std
         return z
 
-    @torch.no_grad()
     def encode_text(self, caption: str) -> torch.Tensor:
-        hit = self._text_cache.get(caption)
-        if hit is not None:
-            self._text_cache.move_to_end(caption)
-            return hit
+        return self._cached_text(caption, self._encode_text)
+
+    @torch.no_grad()
+    def _encode_text(self, caption: str) -> torch.Tensor:
         enc = self.tokenizer([caption], padding="max_length", max_length=self.text_max_length, truncation=True,
                              add_special_tokens=True, return_attention_mask=True, return_tensors="pt")
         ids, mask = enc.input_ids.to(self.device), enc.attention_mask.to(self.device)
         emb = self.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state[0]   # (L, text_dim)
-        emb = emb * mask[0, :, None].to(emb.dtype)   # as WanPipeline: real tokens kept, padding zeroed
-        self._text_cache[caption] = emb
-        if len(self._text_cache) > TEXT_CACHE_SIZE:
-            self._text_cache.popitem(last=False)
-        return emb
+        return emb * mask[0, :, None].to(emb.dtype)   # as WanPipeline: real tokens kept, padding zeroed
 
     def latent_shape(self) -> tuple[int, int, int, int]:
         s = self.spec
@@ -280,22 +225,6 @@ class WanBackbone(Backbone):
     def predict(self, z_t, model_t, text):
         """z_t: (B, C, F', H', W'), model_t: (B,), text: (B, L, D) -> (B, C, F', H', W')."""
         return self.transformer(z_t, model_t, text, return_dict=False)[0]
-
-    def invalidate_identity(self) -> None:
-        """Forget the cached weights hash (after training changed the weights)."""
-        self._weights_hash = None
-
-    def identity(self) -> dict[str, Any]:
-        """Hashes of everything that changes the vectors: every component's config and weights, the scheduler,
-        the tokenizer's vocabulary, the text length."""
-        if self._weights_hash is None:
-            self._weights_hash = _weights_hash(getattr(self, comp) for comp in _COMPONENTS)
-        configs = {"transformer": dict(self.transformer.config), "vae": dict(self.vae.config),
-                   "text_encoder": self.text_encoder.config.to_dict(), "scheduler": self.scheduler_config,
-                   "tokenizer": sorted(self.tokenizer.get_vocab().items()), "text_max_length": self.text_max_length}
-        return {"family": self.family, "transformer_config": _config_hash(configs["transformer"]),
-                "configs": _config_hash(configs), "weights": self._weights_hash,
-                "num_params": sum(p.numel() for p in self.transformer.parameters())}
 
 
 def _diffusers_version() -> str:
