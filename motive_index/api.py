@@ -100,13 +100,13 @@ class MotiveIndex:
     def build(cls, manifest: str | Path | list, model: str | Path, index: str | Path, *,
               mask: str | MaskConfig = "flow", motion: str | None = None,
               dim: int = 512, projection_seed: int = 0, timestep: int = 751, noise_seed: int = 0,
-              samples: int = 1, params: tuple[str, ...] = (), precision: str = "fp32",
+              samples: int = 1, params: tuple[str, ...] = (), precision: str = "fp32", loss: str = "mse",
               checkpointing: bool = False, device: str = "cpu", batch: int = 1, progress: Progress | None = None
               ) -> tuple["MotiveIndex", BuildReport]:
         """Embed every clip of ``manifest`` not yet in the store at ``index`` (creating it if needed).
 
         ``mask``: ``'flow'``, ``'none'`` or a full :class:`MaskConfig`; ``motion``: ``'object'`` or ``'all'``
-        (with a mask kind; defaults to MaskConfig's). ``samples``, ``params``, ``precision``: see
+        (with a mask kind; defaults to MaskConfig's). ``samples``, ``params``, ``precision``, ``loss``: see
         :class:`EstimatorConfig`; ``checkpointing`` trades time for memory and is kept for later adds and
         queries (it does not change the vectors). Resumable: clips already stored are skipped, finished
         clips are written every ``batch`` clips (default 1: a crash, even kill -9, loses no finished clip), and
@@ -125,7 +125,7 @@ class MotiveIndex:
         elif motion and motion != mask.motion:
             raise ValueError(f"motion={motion!r} contradicts the MaskConfig's motion={mask.motion!r}")
         estimator = EstimatorConfig(timestep=timestep, noise_seed=noise_seed, samples=samples,
-                                    params=tuple(params), precision=precision)
+                                    params=tuple(params), precision=precision, loss=loss)
         engine = GradientEngine(backbone, mask, estimator, ProjectionConfig(dim=dim, seed=projection_seed),
                                 checkpointing=checkpointing)
         index_dir = Path(index)

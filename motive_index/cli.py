@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import MOTION_KINDS, PRECISIONS
+from .config import LOSS_KINDS, MOTION_KINDS, PRECISIONS
 from .errors import MotiveIndexError
 
 EXIT_PARTIAL = 5
@@ -186,20 +186,23 @@ def finetune(manifest, model, out_dir, steps, lr, batch_size, seed, device, quie
                    "e.g. 'blocks.*.attn1.*'. Default: all.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
               help="bf16: forward under bf16 autocast (faster on GPUs; vectors differ slightly from fp32).")
+@click.option("--loss", type=click.Choice(LOSS_KINDS), default="mse", show_default=True,
+              help="mse: the paper's masked squared error; td: the masked error of the residual's frame-to-frame "
+                   "differences (static appearance errors cancel). See benchmarks/quality.py.")
 @click.option("--checkpointing", is_flag=True,
               help="Gradient checkpointing: less memory, more time; same vectors. Kept for later adds/queries.")
 @_DEVICE
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", is_flag=True)
 def build(manifest, model, index_dir, mask, motion, flow, flow_model, normalize, dim, samples, params,
-          precision, checkpointing, device, as_json, quiet):
+          precision, loss, checkpointing, device, as_json, quiet):
     """Embed MANIFEST's clips into the index at --index (resumes; skips clips already stored)."""
     from .api import MotiveIndex
 
     cfg = _mask_config(mask, motion, flow, flow_model, normalize)
     with _bar("build", quiet) as bar:
         _, report = MotiveIndex.build(manifest, model, index_dir, mask=cfg, dim=dim, samples=samples,
-                                      params=params, precision=precision, checkpointing=checkpointing,
+                                      params=params, precision=precision, loss=loss, checkpointing=checkpointing,
                                       device=device, progress=bar)
     _emit(report.to_dict(), as_json, _report_text(report))
     if report.failed:

@@ -114,7 +114,7 @@ class MaskConfig(_Config):
         _check(0 <= self.camera_noise < 1, "camera_noise", self.camera_noise, "a number in [0, 1)")
 
 
-LOSS_KINDS = ("mse",)
+LOSS_KINDS = ("mse", "td")
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -131,7 +131,8 @@ class EstimatorConfig(_Config):
     ``params``: fnmatch patterns over the transformer's parameter names (e.g. ``blocks.*.attn1.*``); empty
     means every trainable parameter. ``precision``: ``bf16`` runs the forward pass under bf16 autocast
     (weights and gradients stay float32); vectors then differ slightly from ``fp32`` ones, so it is part of the
-    fingerprint.
+    fingerprint. ``loss``: ``mse`` (the paper's masked squared error) or ``td`` (the masked squared error of
+    the residual's frame-to-frame differences, see ``loss.py``).
     """
 
     timestep: int = 751

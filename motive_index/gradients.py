@@ -24,7 +24,7 @@ import torch
 from .backbones import Backbone
 from .config import EstimatorConfig, MaskConfig, ProjectionConfig
 from .errors import GradientError, SettingsError
-from .loss import motion_weighted_loss
+from .loss import weighted_loss
 from .motion import make_flow_estimator, motion_mask, to_latent_grid
 from .projection import make_projector, unit
 from .video import frames_to_tensor, load_video
@@ -183,7 +183,7 @@ class GradientEngine:
                 z_t, model_t, target = bb.noisy_input(clip.latents[None], noise[None], timestep)
                 with autocast:
                     pred = bb.predict(z_t, model_t, clip.text[None])
-                loss = motion_weighted_loss(pred[0], target[0], clip.weight)
+                loss = weighted_loss(self.estimator.loss, pred[0], target[0], clip.weight)
                 if not torch.isfinite(loss):
                     raise GradientError(clip.name, f"loss is {loss.item()} (not finite) at timestep {timestep}")
                 (loss / k).backward()  # the hooks stream every parameter's gradient into acc
