@@ -182,3 +182,35 @@ class ProjectionConfig(_Config):
         _check(isinstance(bs, int) and bs >= 2 and bs & (bs - 1) == 0, "block_size", bs, "a power of two >= 2")
         _check(self.kind != "fastfood" or self.dim <= bs, "dim", self.dim,
                f"at most block_size={bs} (the blocks are folded into block_size entries before projecting)")
+
+
+FEATURE_CAMERAS = ("both", "compensated", "raw")
+
+
+@dataclass(frozen=True)
+class FeatureConfig(_Config):
+    """The motion descriptor of the motion-similarity channel (``features.py``); its fingerprint.
+
+    ``camera``: describe the flow with the camera's motion subtracted (``compensated``), the raw flow (``raw``)
+    or both side by side (``both``, the default). ``segments`` equal time segments, each with a
+    ``direction_bins`` direction histogram and a ``speed_bins`` speed histogram (log2 bins from ``min_px``);
+    a pixel moves when its speed is at least ``min_px`` px/frame and ``relative`` times the clip's
+    99.9th-percentile speed.
+    """
+
+    kind: str = "flowhist"
+    camera: str = "both"
+    segments: int = 4
+    direction_bins: int = 8
+    speed_bins: int = 6
+    min_px: float = 0.05
+    relative: float = 0.25
+
+    def __post_init__(self):
+        _check(self.kind == "flowhist", "features", self.kind, "'flowhist'")
+        _check(self.camera in FEATURE_CAMERAS, "camera", self.camera, f"one of {FEATURE_CAMERAS}")
+        for name in ("segments", "direction_bins", "speed_bins"):
+            v = getattr(self, name)
+            _check(isinstance(v, int) and 1 <= v <= 64, name, v, "an int in [1, 64]")
+        _check(self.min_px > 0, "min_px", self.min_px, "a positive number of pixels per frame")
+        _check(0 <= self.relative < 1, "relative", self.relative, "a number in [0, 1)")

@@ -264,6 +264,10 @@ class MotionMask:
     static: bool
     max_flow_px: float
     info: dict = field(default_factory=dict)
+    # what the mask was made from, kept for the motion features (features.py): the raw flows (T-1, H, W, 2) and,
+    # with motion='object', the flows with the camera's motion subtracted; None when not computed
+    flows: np.ndarray | None = field(default=None, repr=False, compare=False)
+    residual: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 def _interior(mag: np.ndarray, camera_speed: float) -> np.ndarray:
@@ -284,21 +288,25 @@ def normalize_weight(mag: np.ndarray, cfg: MaskConfig) -> np.ndarray:
     return np.clip((mag - lo) / (hi - lo + 1e-6), 0.0, 1.0).astype(np.float32)
 
 
-def motion_mask(frames: np.ndarray, cfg: MaskConfig, estimator: FlowEstimator | None = None) -> MotionMask:
+def motion_mask(frames: np.ndarray, cfg: MaskConfig, estimator: FlowEstimator | None = None,
+                flows: np.ndarray | None = None) -> MotionMask:
     """The motion weight of a standardized clip (T, H, W, 3) uint8. ``kind='none'`` gives W = 1.
 
     A clip without motion (the 99.9th-percentile magnitude below ``static_px``, or with ``motion='object'``
-    below ``camera_noise`` times the camera's speed: a pure camera move over a still scene) gets a uniform weight and ``static=True`` rather than a
-    mask of amplified noise, a zero mask (a zero gradient) or NaN.
+    below ``camera_noise`` times the camera's speed: a pure camera move over a still scene) gets a uniform
+    weight and ``static=True`` rather than a mask of amplified noise, a zero mask (a zero gradient) or NaN.
+    ``flows``: the raw flow fields (T-1, H, W, 2) if already computed with this estimator.
     """
     t, h, w = frames.shape[:3]
     if cfg.kind == "none":
         return MotionMask(np.ones((t, h, w), np.float32), static=False, max_flow_px=float("nan"))
-    flows = flow_fields(frames, estimator or make_flow_estimator(cfg))    # (T-1, H, W, 2)
+    raw = flows if flows is not None else flow_fields(frames, estimator or make_flow_estimator(cfg))  # (T-1,H,W,2)
+    flows, residual = raw, None
     info: dict = {}
     static_level = cfg.static_px
     if cfg.motion == "object":
-        flows, fits, speed = compensate(frames, flows, cfg.camera_model)
+        flows, fits, speed = compensate(frames, raw, cfg.camera_model)
+        residual = flows
         cam_speed = float(np.median(speed))
         info = {"camera_fits": sum(f.ok for f in fits), "camera_pairs": len(fits),
                 "camera_speed_px": round(cam_speed, 3)}
@@ -306,12 +314,13 @@ def motion_mask(frames: np.ndarray, cfg: MaskConfig, estimator: FlowEstimator | 
         # against the camera's speed is not counted as motion in the scene
         static_level = max(static_level, cfg.camera_noise * cam_speed)
     mag = per_frame_magnitude(flows)                                        # (T, H, W)
+    kept = {"flows": raw, "residual": residual, "max_flow_px": float(mag.max()), "info": info}
     if float(np.percentile(_interior(mag, info.get("camera_speed_px", 0.0)), STATIC_PERCENTILE)) < static_level:
-        return MotionMask(np.ones((t, h, w), np.float32), static=True, max_flow_px=float(mag.max()), info=info)
+        return MotionMask(np.ones((t, h, w), np.float32), static=True, **kept)
     if float(mag.max() - mag.min()) < cfg.static_px:  # everything moves alike (a perfect pan under 'all'):
         info["uniform"] = True                            # no contrast to weight, and min-max would give 0
-        return MotionMask(np.ones((t, h, w), np.float32), static=False, max_flow_px=float(mag.max()), info=info)
-    return MotionMask(normalize_weight(mag, cfg), static=False, max_flow_px=float(mag.max()), info=info)
+        return MotionMask(np.ones((t, h, w), np.float32), static=False, **kept)
+    return MotionMask(normalize_weight(mag, cfg), static=False, **kept)
 
 
 def to_latent_grid(weight: np.ndarray, temporal_factor: int, spatial_factor: int,
