@@ -2,7 +2,13 @@
 
     idx, report = MotiveIndex.build("train/manifest.csv", model="models/tiny-ft", index="runs/idx")
     result = MotiveIndex.open("runs/idx").query("generated.mp4", prompt="a red square", k=10)
-    for hit in result.hits: print(hit.rank, hit.clip_id, hit.score)
+    for hit in result.hits: print(hit.rank, hit.clip_id, hit.score)       # influence
+    for hit in result.similar: print(hit.rank, hit.clip_id, hit.score)    # motion similarity (not influence)
+
+An index directory holds two channels, each a LanceDB store with its derived FAISS index: the influence
+channel (projected gradients) at its root, and the motion-feature channel (``features.py`` descriptors) in its
+``motion/`` folder. Both hold the same clips: a build or add writes a clip's descriptor first and its influence
+vector last (the influence store says which clips are done), and a removal removes from both.
 """
 
 from __future__ import annotations
@@ -19,13 +25,14 @@ from typing import Any, Callable
 import numpy as np
 
 from ._io import atomic_write
-from .config import EstimatorConfig, MaskConfig, ProjectionConfig
+from .config import EstimatorConfig, FeatureConfig, MaskConfig, ProjectionConfig
 from .errors import FingerprintMismatchError, IndexNotFoundError, MotiveIndexError
 from .types import Hit
 
 log = logging.getLogger(__name__)
 
 SETTINGS_FILE = "settings.json"
+FEATURES_DIR = "motion"  # the motion-feature channel's store and FAISS index, inside the index directory
 COMPACT_EVERY = 64  # store writes between compactions during a build
 Progress = Callable[[int, int, str], None]
 
@@ -46,12 +53,20 @@ class BuildReport:
 
 @dataclass
 class QueryResult:
+    """``hits``: influence (gradient cosines); ``similar``: motion similarity (descriptor cosines, not
+    influence; empty when the index has no motion channel or none was asked for); ``combined``: the motion-
+    similar candidates ordered by influence (only when asked for)."""
+
     hits: list[Hit]
     timings: dict[str, float]
     query: dict[str, Any]
+    similar: list[Hit] = field(default_factory=list)
+    combined: list[Hit] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"query": self.query, "hits": [h.to_dict() for h in self.hits], "timings": self.timings}
+        return {"query": self.query, "hits": [h.to_dict() for h in self.hits],
+                "similar": [h.to_dict() for h in self.similar], "combined": [h.to_dict() for h in self.combined],
+                "timings": self.timings}
 
 
 def _write_settings(index_dir: Path, model: str, mask: MaskConfig, checkpointing: bool = False) -> None:
@@ -91,8 +106,13 @@ class MotiveIndex:
         self.model_ref = model or settings.get("model")
         self.flow_model = settings.get("flow_model", "")
         self.checkpointing = bool(settings.get("checkpointing", False))
+        from .store import ClipStore
+
+        fdir = self.path / FEATURES_DIR
+        self.features_store = ClipStore.open(fdir) if ClipStore.exists(fdir) else None
         self._engine = None
-        self._index = None
+        self._featurizer = None
+        self._indexes: dict[str, Any] = {}
         self._index_lock = threading.Lock()  # one catch-up at a time; searches use the index they got
 
     # ----- building ------------------------------------------------------------------------------------------
@@ -101,14 +121,15 @@ class MotiveIndex:
               mask: str | MaskConfig = "flow", motion: str | None = None,
               dim: int = 512, projection_seed: int = 0, timestep: int = 751, noise_seed: int = 0,
               samples: int = 1, params: tuple[str, ...] = (), precision: str = "fp32", loss: str = "mse",
-              checkpointing: bool = False, device: str = "cpu", batch: int = 1, progress: Progress | None = None
-              ) -> tuple["MotiveIndex", BuildReport]:
+              features: bool | FeatureConfig = True, checkpointing: bool = False, device: str = "cpu",
+              batch: int = 1, progress: Progress | None = None) -> tuple["MotiveIndex", BuildReport]:
         """Embed every clip of ``manifest`` not yet in the store at ``index`` (creating it if needed).
 
         ``mask``: ``'flow'``, ``'none'`` or a full :class:`MaskConfig`; ``motion``: ``'object'`` or ``'all'``
         (with a mask kind; defaults to MaskConfig's). ``samples``, ``params``, ``precision``, ``loss``: see
         :class:`EstimatorConfig`; ``checkpointing`` trades time for memory and is kept for later adds and
-        queries (it does not change the vectors). Resumable: clips already stored are skipped, finished
+        queries (it does not change the vectors). ``features``: also keep the motion-feature channel (``True``:
+        the default :class:`FeatureConfig`; ``False``: none). Resumable: clips already stored are skipped, finished
         clips are written every ``batch`` clips (default 1: a crash, even kill -9, loses no finished clip), and
         a clip that fails (bad video, NaN gradient) is recorded with its reason while the build goes on.
         """
@@ -129,71 +150,124 @@ class MotiveIndex:
         engine = GradientEngine(backbone, mask, estimator, ProjectionConfig(dim=dim, seed=projection_seed),
                                 checkpointing=checkpointing)
         index_dir = Path(index)
-        store = ClipStore.create(index_dir, engine.fingerprint(), dim)   # refuses another fingerprint
+        fp = engine.fingerprint()
+        store = ClipStore.create(index_dir, fp, dim)   # refuses another fingerprint
+        if features is not False:
+            from .features import MotionFeaturizer
+
+            fz = MotionFeaturizer(features if isinstance(features, FeatureConfig) else FeatureConfig(), mask,
+                                  backbone.spec, mask_fingerprint=fp["mask"])
+            ClipStore.create(index_dir / FEATURES_DIR, fz.fingerprint(), fz.dim)
         _write_settings(index_dir, _model_ref(model), mask, checkpointing)
         self = cls(index_dir, store, device=device)
         self._engine = engine
+        if self.features_store is not None:
+            self._featurizer = self._make_featurizer(engine)
         report = self.add(clips, batch=batch, progress=progress)
         report.seconds = time.perf_counter() - t_start  # model loading included
         return self, report
+
+    def _make_featurizer(self, engine):
+        """The motion-feature channel's featurizer, checked against its store's fingerprint."""
+        from .features import MotionFeaturizer
+        from .store import check_fingerprint
+
+        ffp = self.features_store.fingerprint
+        fz = MotionFeaturizer(FeatureConfig.from_dict(ffp["features"]), engine.mask, engine.backbone.spec,
+                              mask_fingerprint=engine.fingerprint()["mask"])
+        check_fingerprint(ffp, fz.fingerprint())
+        return fz
 
     def _embed_into_store(self, clips, batch: int, progress: Progress | None) -> BuildReport:
         report = BuildReport()
         ids = [c.clip_id for c in clips]
         stored, removed = self.store.has(ids), self.store.removed(ids)
         todo = [c for c in clips if c.clip_id not in stored and c.clip_id not in removed]
+        fz, fstore = self._featurizer, self.features_store
+        # clips with an influence vector but no descriptor yet (an index made before its motion channel, or a
+        # crash between the two writes): only their descriptor is computed
+        featured = fstore.has(ids) if fz is not None else set()
+        only_features = [c for c in clips if c.clip_id in stored and c.clip_id not in featured] if fz else []
         report.removed = len([c for c in ids if c in removed])
         report.skipped = len(clips) - len(todo) - report.removed
+        work = [(c, True) for c in todo] + [(c, False) for c in only_features]
         pending: list[dict] = []
+        pending_features: list[dict] = []
 
         flushes = 0
 
         def flush():
             nonlocal flushes
-            if pending:
+            if pending or pending_features:
                 t0 = time.perf_counter()
+                if pending_features:  # the descriptor first: the influence store is the record of what is done
+                    fstore.add(pending_features)
+                    pending_features.clear()
                 report.added += self.store.add(pending)
                 pending.clear()
                 flushes += 1
                 if flushes % COMPACT_EVERY == 0:  # small writes leave small fragments: merge them now and then
-                    self.store.compact()
+                    self._compact()
                 report.stage_seconds["store"] = report.stage_seconds.get("store", 0.0) + time.perf_counter() - t0
 
         engine = self._engine
-        # Decoding and flow of the next clip (CPU work that releases the GIL) overlap the model's work on this one.
+        # Decoding, flow and the motion descriptor of the next clip (CPU work that releases the GIL) overlap the
+        # model's work on this one.
         reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="motive-read")
 
-        def read(c):
-            return reader.submit(engine.read, c.path, c.start_sec, c.end_sec)
+        def read_and_describe(c):
+            r = engine.read(c.path, c.start_sec, c.end_sec)
+            if fz is None:
+                return r, None
+            t0 = time.perf_counter()
+            desc = fz.describe(r[0].frames, r[1])
+            r[2]["features"] = time.perf_counter() - t0
+            return r, desc
 
-        ahead = read(todo[0]) if todo else None
+        def read(c):
+            return reader.submit(read_and_describe, c)
+
+        ahead = read(work[0][0]) if work else None
         try:
-            for i, clip in enumerate(todo):
-                this, ahead = ahead, (read(todo[i + 1]) if i + 1 < len(todo) else None)
+            for i, (clip, full) in enumerate(work):
+                this, ahead = ahead, (read(work[i + 1][0]) if i + 1 < len(work) else None)
                 try:
-                    vec, prep = engine.embed(clip.path, clip.caption, clip.start_sec, clip.end_sec,
-                                             name=clip.clip_id, read=this.result())
+                    r, desc = this.result()
+                    if full:
+                        vec, prep = engine.embed(clip.path, clip.caption, clip.start_sec, clip.end_sec,
+                                                 name=clip.clip_id, read=r)
                 except MotiveIndexError as e:  # bad video, NaN gradient...: recorded, and the build goes on
                     report.failed[clip.clip_id] = str(e)
                     self.store.record_failure(clip.clip_id, clip.path, str(e))
                     log.info("clip %s failed: %s", clip.clip_id, e)
                 else:
-                    # computed facts live under "motive", so they never overwrite a manifest column
-                    meta = {**clip.metadata, "motive": prep.metadata}
-                    pending.append({"clip_id": clip.clip_id, "path": clip.path, "caption": clip.caption,
-                                    "metadata": meta, "vector": vec})
-                    for stage, s in prep.timings.items():
-                        report.stage_seconds[stage] = report.stage_seconds.get(stage, 0.0) + s
-                    if len(pending) >= batch:
+                    if desc is not None:
+                        pending_features.append({"clip_id": clip.clip_id, "path": clip.path,
+                                                 "caption": clip.caption, "metadata": clip.metadata,
+                                                 "vector": desc})
+                    if full:
+                        # computed facts live under "motive", so they never overwrite a manifest column
+                        meta = {**clip.metadata, "motive": prep.metadata}
+                        pending.append({"clip_id": clip.clip_id, "path": clip.path, "caption": clip.caption,
+                                        "metadata": meta, "vector": vec})
+                        for stage, s in prep.timings.items():
+                            report.stage_seconds[stage] = report.stage_seconds.get(stage, 0.0) + s
+                    if max(len(pending), len(pending_features)) >= batch:
                         flush()
                 if progress:
-                    progress(i + 1, len(todo), clip.clip_id)
+                    progress(i + 1, len(work), clip.clip_id)
         finally:  # interrupted (Ctrl-C, out of memory...): what is finished is stored all the same
             reader.shutdown(wait=False, cancel_futures=True)
             flush()
         if flushes >= 8:
-            self.store.compact()
+            self._compact()
         return report
+
+    def _compact(self) -> None:
+        self.store.compact()
+        if self.features_store is not None:
+            self.features_store.compact()
+
 
     # ----- opening and querying -------------------------------------------------------------------------------
     @classmethod
@@ -207,14 +281,16 @@ class MotiveIndex:
         return cls(index_dir, ClipStore.open(index_dir), device=device,
                    model=_model_ref(model) if model is not None else None)
 
-    def _ensure_index(self):
-        """The FAISS index, caught up with the store's newest version (never ahead of it)."""
+    def _ensure_index(self, channel: str = "influence"):
+        """The channel's FAISS index, caught up with its store's newest version (never ahead of it)."""
         from .index import open_index
 
+        store = self.store if channel == "influence" else self.features_store
         with self._index_lock:
-            if self._index is None or self._index.store_version != self.store.version:
-                self._index = open_index(self.store, self.path, current=self._index, device=self.device)
-            return self._index
+            current = self._indexes.get(channel)
+            if current is None or current.store_version != store.version:
+                self._indexes[channel] = open_index(store, store.path, current=current, device=self.device)
+            return self._indexes[channel]
 
     def _ensure_engine(self):
         if self._engine is not None:
@@ -233,6 +309,8 @@ class MotiveIndex:
         engine = GradientEngine(backbone, MaskConfig.from_dict(mask), EstimatorConfig.from_dict(fp["estimator"]),
                                 ProjectionConfig.from_dict(fp["projection"]), checkpointing=self.checkpointing)
         check_fingerprint(fp, engine.fingerprint())  # e.g. the model directory changed since the build
+        if self.features_store is not None:
+            self._featurizer = self._make_featurizer(engine)
         self._engine = engine
         return engine
 
@@ -247,6 +325,8 @@ class MotiveIndex:
         self._ensure_engine()
         report = self._embed_into_store(clips, batch, progress)
         self._ensure_index()
+        if self.features_store is not None:
+            self._ensure_index("motion")
         report.seconds = time.perf_counter() - t0
         report.size = len(self.store)
         return report
@@ -254,13 +334,21 @@ class MotiveIndex:
     def remove(self, clip_ids, reason: str = "") -> int:
         """Remove clips; once this returns they are in no result of this or any other process. Returns how many
         were stored. A later add or build never stores them again; :meth:`purge` erases old versions too."""
-        n = self.store.remove(list(clip_ids), reason=reason)
+        ids = list(clip_ids)
+        if self.features_store is not None:  # first: a clip is never left findable by motion once gone
+            self.features_store.remove(ids, reason=reason)
+        n = self.store.remove(ids, reason=reason)
         self._ensure_index()
+        if self.features_store is not None:
+            self._ensure_index("motion")
         return n
 
     def purge(self) -> dict[str, int]:
-        """Delete old table versions (and with them removed clips' data) from disk."""
-        return self.store.purge()
+        """Delete old table versions (and with them removed clips' data) from disk, in both channels."""
+        out = self.store.purge()
+        if self.features_store is not None:
+            out.update({f"motion/{k}": v for k, v in self.features_store.purge().items()})
+        return out
 
     def embed(self, video: str | Path, prompt: str = "", start_sec=None, end_sec=None):
         """The query vector of a video under this index's fingerprint: (vector, PreparedClip)."""
@@ -272,33 +360,68 @@ class MotiveIndex:
         return rank(self._ensure_index(), self.store, vector, k=k, negative=negative)
 
     def query(self, video: str | Path, prompt: str = "", k: int = 10, negative: bool = False,
-              start_sec: float | None = None, end_sec: float | None = None, motion: str | None = None
-              ) -> QueryResult:
+              start_sec: float | None = None, end_sec: float | None = None, motion: str | None = None,
+              similar: int | None = None, combined: bool = False) -> QueryResult:
         """The training clips that most influenced (``negative``: most opposed) the motion of ``video``.
 
+        Beside them, from the motion-feature channel (if the index has one): the ``similar`` clips that move
+        most like it (default ``k``; 0 for none), labelled ``similarity`` and never mixed into the influence
+        hits; and with ``combined``, the ``3k`` most motion-similar clips re-ranked by influence, top ``k``.
         Queries are made under the index's fingerprint; ``motion``, if given, must be the index's."""
         stored = self.store.fingerprint["mask"].get("motion")
         if motion is not None and motion != stored:
             raise FingerprintMismatchError("mask.motion", stored, motion)
+        if k < 1:
+            raise ValueError(f"k={k} is invalid: need at least 1")
+        n_similar = k if similar is None else int(similar)
+        if n_similar < 0:
+            raise ValueError(f"similar={similar} is invalid: 0 (none) or more")
+        if combined and self.features_store is None:
+            raise MotiveIndexError(f"index {str(self.path)!r} has no motion-feature channel, so no combined "
+                                   f"ranking; add one with `motive-index build` on the same manifest and settings")
         t0 = time.perf_counter()
-        self._ensure_engine()
+        engine = self._ensure_engine()
         t1 = time.perf_counter()
-        vec, prep = self.embed(video, prompt, start_sec, end_sec)
+        read = engine.read(str(video), start_sec, end_sec)
+        vec, prep = engine.embed(str(video), prompt, start_sec, end_sec, name=str(video), read=read)
         t2 = time.perf_counter()
         hits = self.search(vec, k=k, negative=negative)
         t3 = time.perf_counter()
-        timings = {"load_model": t1 - t0, **prep.timings, "search": t3 - t2, "total": t3 - t0}
+        timings = {"load_model": t1 - t0, **prep.timings, "search": t3 - t2}
+        similar_hits: list[Hit] = []
+        combined_hits: list[Hit] = []
+        if self._featurizer is not None and (n_similar or combined):
+            from .attribution import rank, rerank_by_influence
+
+            desc = self._featurizer.describe(read[0].frames, read[1])
+            t4 = time.perf_counter()
+            findex = self._ensure_index("motion")
+            if n_similar:
+                similar_hits = rank(findex, self.features_store, desc, k=n_similar, kind="similarity")
+            if combined:
+                cands = rank(findex, self.features_store, desc, k=3 * k, kind="similarity")
+                infl = {cid: float(v @ vec) for cid, v in self.store.get_vectors([h.clip_id for h in cands]).items()}
+                by_id = {h.clip_id: h for h in cands}
+                for cid, score, sim in rerank_by_influence([(h.clip_id, h.score) for h in cands], infl, k):
+                    h = by_id[cid]
+                    combined_hits.append(Hit(clip_id=cid, score=score, rank=len(combined_hits) + 1, path=h.path,
+                                             caption=h.caption, metadata=h.metadata, kind="combined",
+                                             similarity=sim))
+            timings.update(features=t4 - t3, similarity_search=time.perf_counter() - t4)
+        timings["total"] = time.perf_counter() - t0
         query = {"video": str(video), "prompt": prompt, "k": k, "negative": negative,
                  "static": prep.metadata.get("static", False)}
-        return QueryResult(hits=hits, timings=timings, query=query)
+        return QueryResult(hits=hits, timings=timings, query=query, similar=similar_hits, combined=combined_hits)
+
 
     def _search_stats(self) -> dict[str, Any]:
         """The saved FAISS index's stats (kind, recall, latency) without loading it; ``stale`` when the store
         has moved on since (the next query catches it up)."""
         from .index import META_FILE
 
-        if self._index is not None:
-            stats, version = dict(self._index.stats), self._index.store_version
+        current = self._indexes.get("influence")
+        if current is not None:
+            stats, version = dict(current.stats), current.store_version
         else:
             try:
                 meta = json.loads((self.path / META_FILE).read_text())
@@ -313,4 +436,7 @@ class MotiveIndex:
         return {"index": str(self.path), "size": len(self.store), "store_version": self.store.version,
                 "dim": self.store.dim, "model": self.model_ref, "failed": len(self.store.failures()),
                 "removed": len(self.store.removed()), "search": self._search_stats(),
+                "motion_channel": ({"size": len(self.features_store), "dim": self.features_store.dim,
+                                    "fingerprint": self.features_store.fingerprint}
+                                   if self.features_store is not None else None),
                 "fingerprint": fp}

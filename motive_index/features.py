@@ -27,11 +27,16 @@ Deterministic; numpy only.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .config import FeatureConfig
 
-__all__ = ["descriptor_dim", "motion_descriptor", "flow_blocks"]
+if TYPE_CHECKING:
+    from .config import MaskConfig, VideoSpec
+
+__all__ = ["descriptor_dim", "motion_descriptor", "flow_blocks", "MotionFeaturizer"]
 
 _AXIS_BINS = 4
 _KINEMATICS = 5
@@ -154,3 +159,44 @@ def motion_descriptor(flows: np.ndarray, residual: np.ndarray | None, cfg: Featu
     if cfg.camera in ("both", "raw"):
         parts += flow_blocks(flows, cfg)
     return _unit(np.concatenate(parts)).astype(np.float32)
+
+
+FORMAT_VERSION = 1
+
+
+class MotionFeaturizer:
+    """Motion descriptors of standardized clips under one :class:`FeatureConfig` and one flow setting.
+
+    The flow (and camera compensation) is the mask's when the mask computed it (``MotionMask.flows``,
+    ``.residual``), so the channel costs almost nothing on top of a flow-masked build; otherwise it is computed
+    here with the mask's flow settings."""
+
+    def __init__(self, cfg: FeatureConfig, mask: MaskConfig, spec: VideoSpec, mask_fingerprint: dict | None = None):
+        from dataclasses import replace
+
+        self.cfg, self.spec = cfg, spec
+        # the flow settings that shape the descriptor; a learned flow model is named by its weights' hash
+        fp = dict(mask_fingerprint or mask.to_dict())
+        self._flow_fp = {k: fp[k] for k in ("flow", "dis_preset", "flow_model", "camera_model", "static_px",
+                                            "camera_noise")}
+        self._object = replace(mask, kind="flow", motion="object")  # the mask settings that give the residual
+        self._estimator = None
+
+    def fingerprint(self) -> dict:
+        return {"format": FORMAT_VERSION, "channel": "motion-features", "features": self.cfg.to_dict(),
+                "video": self.spec.to_dict(), "flow": self._flow_fp, "normalize": "l2"}
+
+    @property
+    def dim(self) -> int:
+        return descriptor_dim(self.cfg)
+
+    def describe(self, frames: np.ndarray, mm=None) -> np.ndarray:
+        """The unit descriptor of standardized frames (T, H, W, 3) uint8, reusing ``mm``'s flows if it has them."""
+        from .motion import make_flow_estimator, motion_mask
+
+        flows = getattr(mm, "flows", None)
+        if mm is None or flows is None or mm.residual is None:
+            if flows is None and self._estimator is None:
+                self._estimator = make_flow_estimator(self._object)
+            mm = motion_mask(frames, self._object, self._estimator, flows=flows)
+        return motion_descriptor(mm.flows, mm.residual, self.cfg, residual_still=bool(mm.static))

@@ -564,6 +564,24 @@ class ClipStore:
                             "metadata": json.loads(meta) if meta else {}}
         return out
 
+    def get_vectors(self, clip_ids: list[str]) -> dict[str, np.ndarray]:
+        """``clip_id -> (dim,) float32 vector`` for the stored ones of ``clip_ids``."""
+        wanted = list(dict.fromkeys(clip_ids))
+        if not wanted:
+            return {}
+        with self._lock:
+            self._refresh()
+            tables = [self._scan(["clip_id", "vector"], _in_filter("clip_id", chunk))
+                      for chunk in _chunks(wanted, _IN_CHUNK)]
+        out: dict[str, np.ndarray] = {}
+        for t in tables:
+            if t.num_rows == 0:
+                continue
+            vecs = t.column("vector").combine_chunks().flatten().to_numpy().reshape(-1, self._dim)
+            for cid, v in zip(t.column("clip_id").to_pylist(), vecs):
+                out.setdefault(cid, v.astype(np.float32, copy=True))
+        return out
+
     def failures(self) -> list[dict]:
         """Clips whose latest attempt failed and that are not stored: ``[{clip_id, path, reason, at}]``."""
         with self._lock:

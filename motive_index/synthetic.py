@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 __all__ = ["MOTIONS", "SHAPES", "COLOURS", "TEXTURES", "CAMERAS", "SynthSpec", "render_clip", "moving_mask",
-           "caption_for", "generate_dataset"]
+           "caption_for", "generate_dataset", "planted_dataset"]
 
 MOTIONS = ("translate", "rotate", "scale", "oscillate", "bounce", "pan")
 SHAPES = ("circle", "square", "triangle", "star")
@@ -336,3 +336,70 @@ def generate_dataset(out_dir: str | Path, n_clips: int, seed: int = 0, *, frames
         if progress is not None:
             progress(i + 1, n_clips)
     return write_manifest(out / "manifest.csv", rows)
+
+
+def planted_dataset(out_dir: str | Path, seed: int = 0, *, per_pair: int = 2, queries_per_pair: int = 3,
+                    motions: Sequence[str] = MOTIONS, appearances: int | None = None,
+                    frames_range: tuple[int, int] = (17, 40), fps: float = 8.0, height: int = 96, width: int = 128
+                    ) -> tuple[Path, Path]:
+    """A planted-motion set where motion and appearance vary independently: (train manifest, query manifest).
+
+    ``appearances`` appearance classes (a distinct colour + shape each; default: one per motion class) are
+    crossed with the motion classes. One (motion, appearance) pair per motion, and per appearance, is held out
+    (a seeded Latin-square diagonal): the training set has ``per_pair`` clips of every other pair, the queries
+    ``queries_per_pair`` clips of each held-out pair, so no query's combination was ever seen in training and
+    a method can only find a query's motion class from motion, and its appearance class from appearance.
+    Texture, length and every clip's own seed are drawn at random; captions name the appearance only. The
+    manifests carry ``motion`` and ``appearance`` columns.
+    """
+    from .manifest import write_manifest
+    from .video import write_video
+
+    motions = tuple(motions)
+    if not motions or any(m not in MOTIONS for m in motions):
+        raise ValueError(f"planted_dataset: motions={motions!r} is invalid; choose from {MOTIONS}")
+    n_app = len(motions) if appearances is None else appearances
+    combos = [(c, s) for c in COLOURS for s in SHAPES]
+    if not (isinstance(n_app, int) and len(motions) <= n_app <= len(combos)):
+        raise ValueError(f"planted_dataset: appearances={appearances!r} is invalid; need an int in "
+                         f"[{len(motions)}, {len(combos)}] (at least one per motion class)")
+    for name, v in (("per_pair", per_pair), ("queries_per_pair", queries_per_pair)):
+        if not (isinstance(v, int) and v >= 1):
+            raise ValueError(f"planted_dataset: {name}={v!r} is invalid; use an int >= 1")
+    rng = np.random.default_rng(seed)
+    # distinct colours first, so two appearance classes differ in colour whenever there are enough colours
+    order = rng.permutation(len(combos))
+    picked: list[tuple[str, str]] = []
+    for want_new_colour in (True, False):
+        for i in order:
+            c = combos[i]
+            if c not in picked and (not want_new_colour or c[0] not in {p[0] for p in picked}):
+                picked.append(c)
+            if len(picked) == n_app:
+                break
+        if len(picked) == n_app:
+            break
+    shift = int(rng.integers(n_app))
+    held = {(m, (i + shift) % n_app) for i, m in enumerate(motions)}
+    out = Path(out_dir)
+    lo, hi = frames_range
+
+    def write(sub: str, pairs: list[tuple[str, int]], per: int, prefix: str) -> Path:
+        (out / sub).mkdir(parents=True, exist_ok=True)
+        rows = []
+        for m, a in pairs:
+            colour, shape = picked[a]
+            for _ in range(per):
+                spec = SynthSpec(motion=m, shape=shape, colour=colour, texture=str(rng.choice(TEXTURES)),
+                                 frames=int(rng.integers(lo, hi + 1)), fps=fps, height=height, width=width,
+                                 seed=int(rng.integers(2**31)))
+                cid = f"{prefix}_{len(rows):04d}"
+                write_video(out / sub / f"{cid}.mp4", render_clip(spec)[0], fps)
+                rows.append({"clip_id": cid, "path": f"{cid}.mp4", "caption": caption_for(spec), "motion": m,
+                             "appearance": f"{colour} {shape}", "shape": shape, "colour": colour,
+                             "texture": spec.texture, "frames": spec.frames, "fps": spec.fps, "seed": spec.seed})
+        return write_manifest(out / sub / "manifest.csv", rows)
+
+    train = [(m, a) for m in motions for a in range(n_app) if (m, a) not in held]
+    queries = sorted(held, key=lambda p: motions.index(p[0]))
+    return write("train", train, per_pair, "clip"), write("queries", queries, queries_per_pair, "query")

@@ -21,9 +21,18 @@ class Clip:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+HIT_KINDS = ("influence", "similarity", "combined")
+
+
 @dataclass
 class Hit:
-    """One result of a query: a stored clip and its influence score (a cosine in [-1, 1])."""
+    """One result of a query: a stored clip, its score (a cosine in [-1, 1]) and what kind of answer it is.
+
+    ``kind``: ``influence`` (score: gradient cosine, which training clips the model learned this motion from),
+    ``similarity`` (score: motion-descriptor cosine, which clips move like this: not influence) or
+    ``combined`` (motion-similar candidates ordered by influence: score is the influence, ``similarity`` the
+    descriptor cosine).
+    """
 
     clip_id: str
     score: float
@@ -31,7 +40,12 @@ class Hit:
     path: str = ""
     caption: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+    kind: str = "influence"
+    similarity: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"clip_id": self.clip_id, "score": self.score, "rank": self.rank, "path": self.path,
-                "caption": self.caption, "metadata": self.metadata}
+        d = {"clip_id": self.clip_id, "kind": self.kind, "score": self.score, "rank": self.rank,
+             "path": self.path, "caption": self.caption, "metadata": self.metadata}
+        if self.similarity is not None:
+            d["similarity"] = self.similarity
+        return d
