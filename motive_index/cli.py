@@ -189,20 +189,23 @@ def finetune(manifest, model, out_dir, steps, lr, batch_size, seed, device, quie
 @click.option("--loss", type=click.Choice(LOSS_KINDS), default="mse", show_default=True,
               help="mse: the paper's masked squared error; td: the masked error of the residual's frame-to-frame "
                    "differences (static appearance errors cancel). See benchmarks/quality.py.")
+@click.option("--features/--no-features", default=True, show_default=True,
+              help="Also keep the motion-feature channel (flow descriptors: which clips move like a query).")
 @click.option("--checkpointing", is_flag=True,
               help="Gradient checkpointing: less memory, more time; same vectors. Kept for later adds/queries.")
 @_DEVICE
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", is_flag=True)
 def build(manifest, model, index_dir, mask, motion, flow, flow_model, normalize, dim, samples, params,
-          precision, loss, checkpointing, device, as_json, quiet):
+          precision, loss, features, checkpointing, device, as_json, quiet):
     """Embed MANIFEST's clips into the index at --index (resumes; skips clips already stored)."""
     from .api import MotiveIndex
 
     cfg = _mask_config(mask, motion, flow, flow_model, normalize)
     with _bar("build", quiet) as bar:
         _, report = MotiveIndex.build(manifest, model, index_dir, mask=cfg, dim=dim, samples=samples,
-                                      params=params, precision=precision, loss=loss, checkpointing=checkpointing,
+                                      params=params, precision=precision, loss=loss, features=features,
+                                      checkpointing=checkpointing,
                                       device=device, progress=bar)
     _emit(report.to_dict(), as_json, _report_text(report))
     if report.failed:
@@ -295,17 +298,31 @@ def purge(index_dir, as_json):
 @click.option("--model", default=None, help="Override the model recorded in the index (same identity).")
 @click.option("--motion", type=click.Choice(MOTION_KINDS), default=None,
               help="Must match the index's (it is part of the fingerprint); checked, not changed.")
+@click.option("--similar", default=None, type=click.IntRange(0),
+              help="How many motion-similar clips to list beside the influence hits (default: k; 0: none).")
+@click.option("--combined", is_flag=True,
+              help="Also list the 3k most motion-similar clips re-ranked by influence (top k).")
 @_DEVICE
 @click.option("--json", "as_json", is_flag=True)
-def query(video, index_dir, prompt, k, negative, model, motion, device, as_json):
-    """The training clips that most influenced the motion of VIDEO."""
+def query(video, index_dir, prompt, k, negative, model, motion, similar, combined, device, as_json):
+    """The training clips that most influenced the motion of VIDEO, and the clips that move most like it."""
     from .api import MotiveIndex
 
-    result = MotiveIndex.open(index_dir, device=device, model=model).query(video, prompt=prompt, k=k,
-                                                                          negative=negative, motion=motion)
-    lines = [f"{'rank':>4}  {'score':>7}  clip_id / caption"]
-    for h in result.hits:
-        lines.append(f"{h.rank:>4}  {h.score:>7.4f}  {h.clip_id}  {h.caption}")
+    result = MotiveIndex.open(index_dir, device=device, model=model).query(
+        video, prompt=prompt, k=k, negative=negative, motion=motion, similar=similar, combined=combined)
+    title = "most opposed" if negative else "most influential"
+    lines = [f"influence: the training clips {title} to this motion (score: gradient cosine)",
+             f"{'rank':>4}  {'score':>7}  clip_id / caption"]
+    lines += [f"{h.rank:>4}  {h.score:>7.4f}  {h.clip_id}  {h.caption}" for h in result.hits]
+    if result.similar:
+        lines += ["", "motion similarity: clips that move like this; not influence (score: motion-feature cosine)",
+                  f"{'rank':>4}  {'score':>7}  clip_id / caption"]
+        lines += [f"{h.rank:>4}  {h.score:>7.4f}  {h.clip_id}  {h.caption}" for h in result.similar]
+    if result.combined:
+        lines += ["", f"combined: the {3 * k} most motion-similar clips ordered by influence",
+                  f"{'rank':>4}  {'influence':>9}  {'similarity':>10}  clip_id / caption"]
+        lines += [f"{h.rank:>4}  {h.score:>9.4f}  {h.similarity:>10.4f}  {h.clip_id}  {h.caption}"
+                  for h in result.combined]
     lines.append("time: " + ", ".join(f"{k} {v * 1000:.0f}ms" for k, v in result.timings.items()))
     _emit(result.to_dict(), as_json, "\n".join(lines))
 
@@ -370,6 +387,9 @@ def info(index_dir, as_json):
             f"  video {fp['video']}\n  mask {fp['mask']}\n  estimator {fp['estimator']}\n"
             f"  projection {fp['projection']}\n"
             f"  search {_search_text(d['search'])}")
+    mc = d.get("motion_channel")
+    text += (f"\n  motion channel: {mc['size']} clips, {mc['dim']} dims, {mc['fingerprint']['features']}" if mc else
+             "\n  motion channel: none (built with --no-features)")
     _emit(d, as_json, text)
 
 

@@ -1,0 +1,107 @@
+"""The motion-feature channel inside a real index: built beside the influence vectors, searched with FAISS,
+returned beside the influence hits under its own label, removed with them."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from motive_index.api import FEATURES_DIR, MotiveIndex
+from motive_index.cli import main
+from motive_index.errors import MotiveIndexError
+from motive_index.manifest import read_manifest
+from motive_index.store import ClipStore
+
+
+@pytest.fixture(scope="module")
+def clips(dataset):
+    return read_manifest(dataset)
+
+
+def test_build_keeps_a_motion_channel_with_every_clip(built_index, clips):
+    idx = MotiveIndex.open(built_index)
+    assert idx.features_store is not None and set(idx.features_store.ids()) == {c.clip_id for c in clips}
+    info = idx.info()["motion_channel"]
+    assert info["size"] == len(clips) and info["fingerprint"]["channel"] == "motion-features"
+    assert info["fingerprint"]["video"] == idx.store.fingerprint["video"]
+
+
+def test_query_returns_similarity_hits_beside_influence_hits(built_index, clips):
+    idx = MotiveIndex.open(built_index)
+    probe = clips[0]
+    res = idx.query(probe.path, prompt=probe.caption, k=5)
+    assert [h.kind for h in res.hits] == ["influence"] * 5
+    assert [h.kind for h in res.similar] == ["similarity"] * 5 and res.combined == []
+    assert res.similar[0].clip_id == probe.clip_id and res.similar[0].score == pytest.approx(1.0, abs=1e-5)
+    scores = [h.score for h in res.similar]
+    assert scores == sorted(scores, reverse=True)
+    # the similarity scores are descriptor cosines, not influence: they come from the other store
+    _, fvecs = idx.features_store.vectors()
+    assert fvecs.shape[1] == idx.features_store.dim != idx.store.dim
+    d = res.to_dict()
+    assert {h["kind"] for h in d["similar"]} == {"similarity"} and {h["kind"] for h in d["hits"]} == {"influence"}
+    assert idx.query(probe.path, prompt=probe.caption, k=3, similar=0).similar == []
+
+
+def test_combined_ranks_motion_candidates_by_their_influence(built_index, clips):
+    idx = MotiveIndex.open(built_index)
+    probe = clips[1]
+    res = idx.query(probe.path, prompt=probe.caption, k=3, similar=9, combined=True)
+    assert len(res.combined) == 3 and all(h.kind == "combined" for h in res.combined)
+    candidates = {h.clip_id: h.score for h in res.similar}  # similar=9 = 3k: exactly the candidate pool
+    vec, _ = idx.embed(probe.path, probe.caption)
+    stored = idx.store.get_vectors(list(candidates))
+    want = sorted(candidates, key=lambda c: -float(stored[c] @ vec))[:3]
+    assert [h.clip_id for h in res.combined] == want
+    for h in res.combined:
+        assert h.score == pytest.approx(float(stored[h.clip_id] @ vec), abs=1e-5)
+        assert h.similarity == pytest.approx(candidates[h.clip_id], abs=1e-6)
+    # the influence hits themselves are untouched by the combined ranking
+    plain = idx.query(probe.path, prompt=probe.caption, k=3, similar=0)
+    assert [h.clip_id for h in plain.hits] == [h.clip_id for h in res.hits]
+
+
+def test_remove_takes_a_clip_out_of_both_channels(tmp_path, dataset, model_dir, clips):
+    idx, rep = MotiveIndex.build(clips[:6], model_dir, tmp_path / "idx", dim=32)
+    assert rep.added == 6 and len(idx.features_store) == 6
+    gone = clips[2]
+    assert idx.remove([gone.clip_id], reason="licence withdrawn") == 1
+    res = MotiveIndex.open(tmp_path / "idx").query(gone.path, prompt=gone.caption, k=6)
+    assert gone.clip_id not in {h.clip_id for h in res.hits + res.similar}
+    assert len(res.similar) == 5
+    assert gone.clip_id not in ClipStore.open(tmp_path / "idx" / FEATURES_DIR).ids()
+    again = MotiveIndex.open(tmp_path / "idx").add(clips[:6])
+    assert again.added == 0 and gone.clip_id not in idx.features_store.ids()
+
+
+def test_index_without_the_channel_and_adding_it_later(tmp_path, model_dir, clips):
+    path = tmp_path / "plain"
+    idx, _ = MotiveIndex.build(clips[:4], model_dir, path, dim=32, features=False)
+    assert idx.features_store is None and not (path / FEATURES_DIR).exists()
+    res = MotiveIndex.open(path).query(clips[0].path, prompt=clips[0].caption, k=2)
+    assert res.similar == [] and len(res.hits) == 2
+    with pytest.raises(MotiveIndexError, match="no motion-feature channel"):
+        MotiveIndex.open(path).query(clips[0].path, k=2, combined=True)
+    assert MotiveIndex.open(path).info()["motion_channel"] is None
+    # building again with the channel computes only the descriptors of the clips already stored
+    idx2, rep = MotiveIndex.build(clips[:4], model_dir, path, dim=32)
+    assert rep.added == 0 and rep.skipped == 4 and len(idx2.features_store) == 4
+    assert "fwd_bwd" not in rep.stage_seconds and rep.stage_seconds.get("store", 0) > 0
+
+
+def test_cli_query_labels_both_lists_and_json_carries_them(built_index, clips):
+    runner = CliRunner()
+    probe = clips[3]
+    out = runner.invoke(main, ["query", probe.path, "--index", str(built_index), "--prompt", probe.caption,
+                               "-k", "3", "--combined"])
+    assert out.exit_code == 0, out.output
+    assert "influence: the training clips most influential" in out.output
+    assert "motion similarity: clips that move like this; not influence" in out.output
+    assert "combined: the 9 most motion-similar clips ordered by influence" in out.output
+    js = runner.invoke(main, ["query", probe.path, "--index", str(built_index), "-k", "2", "--json"])
+    d = json.loads(js.output)
+    assert [h["kind"] for h in d["hits"]] == ["influence"] * 2 and [h["kind"] for h in d["similar"]] == ["similarity"] * 2
+    assert d["combined"] == [] and np.isfinite([h["score"] for h in d["similar"]]).all()
+    info = runner.invoke(main, ["info", "--index", str(built_index)])
+    assert "motion channel: 12 clips" in info.output
