@@ -414,6 +414,53 @@ class MotiveIndex:
         return QueryResult(hits=hits, timings=timings, query=query, similar=similar_hits, combined=combined_hits)
 
 
+    def curate(self, queries: str | Path | list, keep: float = 0.1, percentile: float = 90.0, by: str = "influence",
+               progress: Progress | None = None) -> dict[str, Any]:
+        """Which stored clips to fine-tune on for the motions of ``queries`` (a manifest or a list of Clips).
+
+        Every query is scored against every stored clip (exactly, not through the approximate index) on the
+        ``by`` channel (``influence`` or ``similarity``); each votes for the clips above its own ``percentile``
+        and the ``keep`` fraction with the most votes is kept (:func:`attribution.curate`). A query that fails
+        (bad video) is reported and left out. Returns ``{"kept": [{clip_id, votes, score, path, caption}],
+        "queries": n used, "failed": {query: reason}, ...}``.
+        """
+        from .attribution import curate
+        from .manifest import read_manifest
+
+        if by not in ("influence", "similarity"):
+            raise ValueError(f"by={by!r} is invalid: 'influence' or 'similarity'")
+        if by == "similarity" and self.features_store is None:
+            raise MotiveIndexError(f"index {str(self.path)!r} has no motion-feature channel to curate by")
+        clips = queries if isinstance(queries, list) else read_manifest(queries)
+        engine = self._ensure_engine()
+        store = self.store if by == "influence" else self.features_store
+        ids, stored = store.vectors()
+        if not ids:
+            raise MotiveIndexError(f"index {str(self.path)!r} is empty: nothing to curate")
+        rows, failed = [], {}
+        for i, q in enumerate(clips):
+            try:
+                read = engine.read(q.path, q.start_sec, q.end_sec)
+                if by == "influence":
+                    v, _ = engine.embed(q.path, q.caption, q.start_sec, q.end_sec, name=q.clip_id, read=read)
+                else:
+                    v = self._featurizer.describe(read[0].frames, read[1])
+            except MotiveIndexError as e:
+                failed[q.clip_id] = str(e)
+            else:
+                rows.append(stored @ v)
+            if progress:
+                progress(i + 1, len(clips), q.clip_id)
+        if not rows:
+            raise MotiveIndexError(f"no usable query to curate with: all {len(failed)} failed "
+                                   f"({'; '.join(f'{k}: {v}' for k, v in list(failed.items())[:3])})")
+        kept = curate(np.stack(rows), ids, keep=keep, percentile=percentile)
+        meta = self.store.rows([cid for cid, _, _ in kept])
+        out = [{"clip_id": cid, "votes": votes, "score": score, "path": meta.get(cid, {}).get("path", ""),
+                "caption": meta.get(cid, {}).get("caption", "")} for cid, votes, score in kept]
+        return {"kept": out, "queries": len(rows), "failed": failed, "by": by, "keep": keep,
+                "percentile": percentile, "size": len(ids)}
+
     def _search_stats(self) -> dict[str, Any]:
         """The saved FAISS index's stats (kind, recall, latency) without loading it; ``stale`` when the store
         has moved on since (the next query catches it up)."""

@@ -45,3 +45,27 @@ def rerank_by_influence(similar: list[tuple[str, float]], influence: dict[str, f
     scored = [(cid, float(influence[cid]), float(sim)) for cid, sim in similar if cid in influence]
     scored.sort(key=lambda r: (-r[1], -r[2]))
     return scored[:k]
+
+
+def curate(scores: np.ndarray, clip_ids: list[str], keep: float = 0.1, percentile: float = 90.0
+           ) -> list[tuple[str, int, float]]:
+    """The paper's curation by majority vote: which training clips to keep for fine-tuning.
+
+    ``scores``: (Q, N) scores of Q query videos against the N training clips ``clip_ids``. Each query votes
+    for the clips whose score is above its own ``percentile``-th score; the ``keep`` fraction of clips (at
+    least one) with the most votes is kept, ties broken by the mean score over queries. Returns
+    ``(clip_id, votes, mean score)``, most votes first.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 2 or s.shape[1] != len(clip_ids) or s.shape[0] < 1 or s.shape[1] < 1:
+        raise ValueError(f"scores of shape {s.shape} do not match {len(clip_ids)} clip ids (want (queries, clips))")
+    if not 0 < keep <= 1:
+        raise ValueError(f"keep={keep} is invalid: a fraction in (0, 1]")
+    if not 0 <= percentile < 100:
+        raise ValueError(f"percentile={percentile} is invalid: a number in [0, 100)")
+    cut = np.percentile(s, percentile, axis=1, keepdims=True)     # (Q, 1) each query's own cutoff
+    votes = (s > cut).sum(axis=0)                                 # (N,)
+    mean = s.mean(axis=0)                                         # (N,)
+    order = np.lexsort((-mean, -votes))                           # most votes, then highest mean score
+    n_keep = max(1, int(round(keep * len(clip_ids))))
+    return [(clip_ids[i], int(votes[i]), float(mean[i])) for i in order[:n_keep]]

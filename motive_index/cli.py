@@ -328,6 +328,39 @@ def query(video, index_dir, prompt, k, negative, model, motion, similar, combine
 
 
 @main.command()
+@click.argument("queries", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--keep", default=0.1, show_default=True, type=click.FloatRange(0, 1, min_open=True),
+              help="Fraction of the stored clips to keep.")
+@click.option("--percentile", default=90.0, show_default=True, type=click.FloatRange(0, 100, max_open=True),
+              help="Each query votes for the clips above this percentile of its own scores.")
+@click.option("--by", type=click.Choice(["influence", "similarity"]), default="influence", show_default=True,
+              help="Score by influence (gradients) or by motion similarity (the motion-feature channel).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the kept clips as a CSV manifest (absolute paths) to fine-tune on.")
+@_DEVICE
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--quiet", is_flag=True)
+def curate(queries, index_dir, keep, percentile, by, out, device, as_json, quiet):
+    """Keep the stored clips that most shaped the motions of QUERIES (a manifest): majority vote of the queries."""
+    from .api import MotiveIndex
+    from .manifest import write_manifest
+
+    with _bar("curate", quiet) as bar:
+        res = MotiveIndex.open(index_dir, device=device).curate(queries, keep=keep, percentile=percentile, by=by,
+                                                              progress=bar)
+    if out is not None:
+        write_manifest(out, [{"clip_id": r["clip_id"], "path": r["path"], "caption": r["caption"],
+                              "votes": r["votes"], "score": r["score"]} for r in res["kept"]])
+    lines = [f"kept {len(res['kept'])} of {res['size']} clips by {by} (votes of {res['queries']} queries, each "
+             f"above its {percentile:g}th percentile)" + (f"; manifest: {out}" if out else ""),
+             f"{'votes':>5}  {'score':>7}  clip_id / caption"]
+    lines += [f"{r['votes']:>5}  {r['score']:>7.4f}  {r['clip_id']}  {r['caption']}" for r in res["kept"]]
+    lines += [f"failed {q}: {why}" for q, why in res["failed"].items()]
+    _emit(res, as_json, "\n".join(lines))
+
+
+@main.command()
 @click.argument("video", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="FILE.npy (float32 (frames, height, width) in [0, 1]), FILE.png (a contact sheet) or FILE.mp4.")

@@ -222,10 +222,13 @@ def make_projector(cfg: ProjectionConfig, num_params: int) -> Projector:
 
 
 def unit(v: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """L2-normalize; raises if the vector is zero or not finite (so a bad gradient never becomes a vector)."""
-    norm = v.norm()
+    """L2-normalize; raises if the vector is zero or not finite (so a bad gradient never becomes a vector).
+
+    The norm is accumulated in float64: a float32 ``norm()`` of a million-entry vector is off by ~1e-5
+    relative on CPU (found by benchmarks/peer_check.py), which an exact-gradient cosine would inherit."""
+    norm = torch.linalg.vector_norm(v, dtype=torch.float64)
     if not torch.isfinite(norm):
         raise FloatingPointError("vector is not finite")
     if norm <= eps:
         raise FloatingPointError("vector is zero")
-    return v / norm
+    return (v / norm).to(v.dtype)

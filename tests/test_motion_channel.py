@@ -105,3 +105,25 @@ def test_cli_query_labels_both_lists_and_json_carries_them(built_index, clips):
     assert d["combined"] == [] and np.isfinite([h["score"] for h in d["similar"]]).all()
     info = runner.invoke(main, ["info", "--index", str(built_index)])
     assert "motion channel: 12 clips" in info.output
+
+
+def test_curate_keeps_the_top_fraction_by_majority_vote(built_index, dataset, clips, tmp_path):
+    from motive_index.attribution import curate
+
+    with pytest.raises(ValueError, match="keep="):
+        curate(np.zeros((1, 3)), ["a", "b", "c"], keep=0)
+    s = np.array([[0.9, 0.1, 0.5, 0.2], [0.8, 0.7, 0.1, 0.0], [0.7, 0.6, 0.0, 0.1]])
+    assert curate(s, ["a", "b", "c", "d"], keep=0.5, percentile=50) == [("a", 3, pytest.approx(0.8)),
+                                                                        ("b", 2, pytest.approx(0.4667, abs=1e-4))]
+    idx = MotiveIndex.open(built_index)
+    res = idx.curate(clips[:2], keep=0.25)
+    assert len(res["kept"]) == 3 and res["queries"] == 2 and res["by"] == "influence"
+    votes = [r["votes"] for r in res["kept"]]
+    assert votes == sorted(votes, reverse=True) and votes[0] >= 1
+    by_sim = idx.curate(clips[:2], keep=0.25, by="similarity")
+    assert {r["clip_id"] for r in by_sim["kept"]} >= {clips[0].clip_id, clips[1].clip_id}  # each finds itself
+    out = tmp_path / "kept.csv"
+    r = CliRunner().invoke(main, ["curate", str(dataset), "--index", str(built_index), "--keep", "0.25", "--out",
+                                  str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "kept 3 of 12 clips by influence" in r.output and len(read_manifest(out)) == 3
