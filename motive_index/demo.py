@@ -83,33 +83,41 @@ def run_demo(workdir: str | Path, n_clips: int = 48, n_queries: int = 12, steps:
     shares: dict[str, list[float]] = {}
     query_ms: list[float] = []
     first_table = None
+    def share(hits, q) -> float:
+        return sum(h.metadata.get("motion") == q.metadata.get("motion") for h in hits) / max(len(hits), 1)
+
+    shares["similarity"] = []
     for mask, idx in indexes.items():
         shares[mask] = []
         for q in queries:
-            res = idx.query(q.path, prompt=q.caption, k=k)
-            same = sum(h.metadata.get("motion") == q.metadata.get("motion") for h in res.hits)
-            shares[mask].append(same / max(len(res.hits), 1))
+            res = idx.query(q.path, prompt=q.caption, k=k, similar=k if mask == "flow" else 0)
+            shares[mask].append(share(res.hits, q))
+            if mask == "flow":
+                shares["similarity"].append(share(res.similar, q))
             query_ms.append(res.timings["total"] * 1000)
             if first_table is None:
                 first_table = (q, res)
     q, res = first_table
     echo(f"\nquery {Path(q.path).name}: motion={q.metadata.get('motion')}, appearance={_appearance(q.metadata)}, "
          f"prompt={q.caption!r}   (index-flow, top {k})")
-    echo(f"{'rank':>4}  {'score':>7}  {'clip_id':<10} {'motion':<10} {'appearance':<26} same motion?")
-    for h in res.hits:
-        m = h.metadata.get("motion")
-        echo(f"{h.rank:>4}  {h.score:>7.4f}  {h.clip_id:<10} {m:<10} {_appearance(h.metadata):<26} "
-             f"{'yes' if m == q.metadata.get('motion') else ''}")
+    for title, hits in (("influence", res.hits), ("motion similarity (not influence)", res.similar)):
+        echo(f"{title}:")
+        echo(f"{'rank':>4}  {'score':>7}  {'clip_id':<10} {'motion':<10} {'appearance':<26} same motion?")
+        for h in hits:
+            m = h.metadata.get("motion")
+            echo(f"{h.rank:>4}  {h.score:>7.4f}  {h.clip_id:<10} {m:<10} {_appearance(h.metadata):<26} "
+                 f"{'yes' if m == q.metadata.get('motion') else ''}")
     echo("query time: " + ", ".join(f"{s} {v * 1000:.0f}ms" for s, v in res.timings.items()))
 
     chance = sum(train_motion[q.metadata.get("motion")] for q in queries) / (len(queries) * len(train))
     echo(f"\nshare of the top-{k} with the query's motion class, over {len(queries)} held-out queries:")
     summary = {}
-    for mask, vals in shares.items():
-        mean = sum(vals) / len(vals)
-        summary[mask] = mean
-        echo(f"  --mask {mask:<5} {mean:.3f}")
-    echo(f"  chance      {chance:.3f}")
+    for mask in ("flow", "none", "similarity"):
+        vals = shares[mask]
+        summary[mask] = mean = sum(vals) / len(vals)
+        label = "motion similarity (not influence)" if mask == "similarity" else f"influence, --mask {mask}"
+        echo(f"  {label:<34} {mean:.3f}")
+    echo(f"  {'chance':<34} {chance:.3f}")
 
     probe = train[0]
     top = indexes["flow"].query(probe.path, prompt=probe.caption, k=1).hits[0]
