@@ -35,7 +35,6 @@ fine-tuned ``--steps`` steps on them (``finetune.finetune``) so its gradients ar
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import tempfile
 import time
@@ -49,6 +48,7 @@ from torch.func import functional_call, grad, vmap
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine, matmul_anchor_ms  # noqa: E402
+from fidelity import spearman  # noqa: E402
 
 from motive_index.config import EstimatorConfig, MaskConfig, ProjectionConfig  # noqa: E402
 from motive_index.gradients import GradientEngine, PreparedClip  # noqa: E402
@@ -58,22 +58,6 @@ NUM_TRAIN_TIMESTEPS = 1000
 
 
 # ------------------------------------------------------------------------------------------------ statistics
-
-
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks 0..n-1 of x, ties given their average rank."""
-    x = np.asarray(x, np.float64)
-    r = np.empty(len(x))
-    r[np.argsort(x, kind="mergesort")] = np.arange(len(x))
-    _, inv, counts = np.unique(x, return_inverse=True, return_counts=True)
-    return (np.bincount(inv, weights=r) / counts)[inv]
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ra, rb = _ranks(a), _ranks(b)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    den = math.sqrt(float(ra @ ra) * float(rb @ rb))
-    return float(ra @ rb) / den if den > 0 else float("nan")
 
 
 def pair_cosines(u: torch.Tensor) -> np.ndarray:
