@@ -12,6 +12,8 @@ subtracted) and VAE-encoded once, and each kind scores every query against every
 - ``influence <loss>, <mask>``: cosines of projected gradients (Fastfood 512, one sample at t = 751, as the
   index stores them) for loss ``mse`` (the paper's) and ``td`` (temporal difference), with the flow mask and
   unmasked (W = 1, the ablation);
+- ``... centered``: the same vectors minus the training clips' mean vector (a direction every clip's gradient
+  shares), renormalized: measured here only, not an index option;
 - ``... mask-swap``: the control for shortcuts. Every training clip gets the flow mask of another training clip
   (its donor, always of another motion class; queries keep their own). A method that reads the video should
   fall towards chance on the clips' own motion; one that follows the mask's shape follows the donor
@@ -92,9 +94,16 @@ def run_seed(seed: int, args, log) -> dict:
         def vectors(loss, clips):
             return np.stack([engines[loss].vector(c) for c in clips])
 
+        def centered(q, t):  # both sides minus the training clips' mean vector, renormalized
+            mu = t.mean(axis=0)
+            q, t = q - mu, t - mu
+            return (q / np.linalg.norm(q, axis=1, keepdims=True)) @ (t / np.linalg.norm(t, axis=1, keepdims=True)).T
+
         scores: dict[str, np.ndarray] = {}  # kind -> (queries, train) score matrix
         for loss in ("mse", "td"):
-            scores[f"influence {loss}, flow mask"] = vectors(loss, query_p) @ vectors(loss, train_p).T
+            q_vec, t_vec = vectors(loss, query_p), vectors(loss, train_p)
+            scores[f"influence {loss}, flow mask"] = q_vec @ t_vec.T
+            scores[f"influence {loss}, flow mask, centered"] = centered(q_vec, t_vec)
             scores[f"influence {loss}, no mask"] = vectors(loss, unmasked(query_p)) @ vectors(loss, unmasked(train_p)).T
             scores[f"influence {loss}, flow mask, mask-swap"] = vectors(loss, query_p) @ vectors(loss, swapped).T
         t3 = time.perf_counter()

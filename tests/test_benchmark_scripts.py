@@ -36,3 +36,19 @@ def test_wan_scale_benchmark_tiny_cpu():
     assert len(rows) == 2
     for r in rows:
         assert float(r[2]) > 0 and float(r[3]) > 0 and float(r[4]) > 0 and r[5] == "-"
+
+
+def test_run_all_quick_prints_every_trust_table():
+    """The README's `benchmarks/run_all.py --quick`: every part runs and prints its table."""
+    text = _run("benchmarks/run_all.py", "--quick")
+    for part in ("quality", "fidelity", "peer_check", "search", "curation"):
+        assert f"## {part}:" in text, part
+    assert "FAILED" not in text
+    quality = {r[0]: r for r in _rows(text, "influence") + _rows(text, "motion features") + _rows(text, "chance")}
+    for kind in ("influence mse, flow mask", "influence mse, no mask", "influence td, flow mask",
+                 "influence mse, flow mask, mask-swap", "motion features (both)", "chance"):
+        assert kind in quality, kind
+        precision = float(quality[kind][1].split("±")[0])
+        assert 0.0 <= precision <= 1.0
+    assert quality["influence mse, flow mask, mask-swap"][3].strip()  # the donor column is filled for swaps
+    assert re.search(r"\| total \| \d+ \|", text)

@@ -101,7 +101,8 @@ def test_cli_query_labels_both_lists_and_json_carries_them(built_index, clips):
     assert "combined: the 9 most motion-similar clips ordered by influence" in out.output
     js = runner.invoke(main, ["query", probe.path, "--index", str(built_index), "-k", "2", "--json"])
     d = json.loads(js.output)
-    assert [h["kind"] for h in d["hits"]] == ["influence"] * 2 and [h["kind"] for h in d["similar"]] == ["similarity"] * 2
+    assert [h["kind"] for h in d["hits"]] == ["influence"] * 2
+    assert [h["kind"] for h in d["similar"]] == ["similarity"] * 2
     assert d["combined"] == [] and np.isfinite([h["score"] for h in d["similar"]]).all()
     info = runner.invoke(main, ["info", "--index", str(built_index)])
     assert "motion channel: 12 clips" in info.output
