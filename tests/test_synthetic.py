@@ -348,3 +348,29 @@ def test_generate_dataset_with_cameras(tmp_path):
     explicit = generate_dataset(tmp_path / "explicit", 8, seed=3, frames_range=(17, 17), height=64, width=64,
                                 motions=("translate", "rotate", "pan"), cameras=("static",))
     assert explicit.read_text() == plain.read_text()
+
+
+def test_planted_dataset_holds_out_one_pair_per_motion_and_appearance(tmp_path):
+    from collections import Counter
+
+    from motive_index.manifest import read_manifest
+    from motive_index.synthetic import planted_dataset
+
+    motions = ("translate", "rotate", "scale", "pan")
+    train_m, query_m = planted_dataset(tmp_path, seed=5, motions=motions, per_pair=1, queries_per_pair=2,
+                                       frames_range=(17, 18), height=64, width=64)
+    train, queries = read_manifest(train_m), read_manifest(query_m)
+    assert len(train) == 4 * 3 and len(queries) == 4 * 2
+    seen = {(c.metadata["motion"], c.metadata["appearance"]) for c in train}
+    held = {(c.metadata["motion"], c.metadata["appearance"]) for c in queries}
+    assert not seen & held                                   # no query's combination occurs in training
+    assert sorted(m for m, _ in held) == sorted(motions)     # one held-out pair per motion ...
+    assert len({a for _, a in held}) == 4                    # ... and per appearance
+    assert set(Counter(c.metadata["motion"] for c in train).values()) == {3}
+    assert set(Counter(c.metadata["appearance"] for c in train).values()) == {3}
+    for c in train + queries:
+        colour, shape = c.metadata["appearance"].split()
+        assert colour in c.caption and shape in c.caption
+        assert not any(m in c.caption for m in motions)      # captions never name the motion
+    with pytest.raises(ValueError, match="appearances"):
+        planted_dataset(tmp_path / "x", motions=motions, appearances=2)
