@@ -71,7 +71,8 @@ def run_demo(workdir: str | Path, n_clips: int = 48, n_queries: int = 12, steps:
         t = time.perf_counter()
         with bar_cb(f"build --mask {mask}") as cb:
             idx, brep = MotiveIndex.build(train, workdir / "model", workdir / f"index-{mask}", mask=mask,
-                                          motion=motion if mask == "flow" else None, progress=cb)
+                                          motion=motion if mask == "flow" else None,
+                                          features=mask == "flow", progress=cb)  # one motion channel is enough
         stage[f"build ({mask})"] = time.perf_counter() - t
         per_clip = {s: v / max(brep.added, 1) * 1000 for s, v in brep.stage_seconds.items()}
         echo(f"[build --mask {mask}] {brep.size} clips in {stage[f'build ({mask})']:.1f}s; per clip: "
