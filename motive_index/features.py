@@ -18,7 +18,10 @@ clip's 99.9th-percentile speed, so a slow mover is seen and flow noise around a 
   vs spin), the signed speed along the dominant axis (reversals: oscillation, bouncing) and the share of
   pixels that move;
 - **axis** (whole clip): the axial histogram of absolute direction (4 bins over 180 degrees: horizontal,
-  vertical and the diagonals), so falling is told from swinging sideways.
+  vertical and the diagonals), so falling is told from swinging sideways;
+- **rhythm** (whole clip): the magnitude spectra (phase-free) of the per-pair mean flow along the axis and of
+  the mean speed, relative to the clip's mean speed: a steady slide is all DC, a swing one peak, a bounce a
+  peak with harmonics.
 
 Each block is L2-normalized and the blocks are concatenated, so each counts equally; a flow with nothing
 moving contributes a single "still" entry instead. The result is L2-normalized: scores are cosines.
@@ -81,10 +84,10 @@ def flow_blocks(flows: np.ndarray, cfg: FeatureConfig, still: bool = False) -> l
     n, h, w = flows.shape[:3]
     u, v = flows[..., 0].astype(np.float64), flows[..., 1].astype(np.float64)   # (n, H, W)
     speed = np.hypot(u, v)
-    floor = max(cfg.min_px, cfg.relative * float(np.percentile(speed, 99.9)))
-    moving = speed >= floor                                                      # (n, H, W)
+    top = float(np.percentile(speed, 99.9))
+    moving = speed >= max(cfg.min_px, cfg.relative * top)                        # (n, H, W)
     sizes = _block_sizes(cfg)
-    if still or float(np.percentile(speed, 99.9)) < cfg.min_px or not moving.any():
+    if still or top < cfg.min_px or not moving.any():
         return [np.zeros(k) for k in sizes[:-1]] + [np.ones(1)]  # the "still" entry
     wgt = np.where(moving, speed, 0.0)
     theta = np.arctan2(v, u)
