@@ -29,7 +29,7 @@ correlation of its scores with the source clips' lengths in frames, averaged ove
 as mean ± sd over seeds. Chance for both shares is 10/60 = 0.167.
 
 ``--quick``: 4 motion and 4 appearance classes, 2 training clips per pair (24), 1 query per held-out pair,
-top 5, 40 fine-tuning steps, 2 seeds: a smoke run for CI (about a minute; too small to read anything into).
+top 5, 20 fine-tuning steps, 2 seeds: a smoke run for CI (about a minute; too small to read anything into).
 Cost at the defaults: about 2 minutes per seed on 2 CPU cores.
 """
 
@@ -171,7 +171,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--json", type=Path, default=None, help="also write every number to this file")
     args = ap.parse_args(argv)
     args.seeds = args.seeds or ([0, 1] if args.quick else [0, 1, 2, 3, 4])
-    args.steps = args.steps or (40 if args.quick else 300)
+    args.steps = args.steps or (20 if args.quick else 300)
     args.k = 5 if args.quick else 10
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     torch.manual_seed(0)
@@ -184,7 +184,7 @@ def main(argv=None) -> dict:
     print(table(runs, args.k))
     d = {k: mean_sd(r["kinds"][k]["motion_precision"] for r in runs) for k in runs[0]["kinds"]}
     best = max((k for k in d if k.startswith("influence") and "swap" not in k), key=lambda k: d[k][0])
-    print(f"\nbest influence kind by motion-precision@10: {best} ({d[best][0]:.3f} ± {d[best][1]:.3f}); "
+    print(f"\nbest influence kind by motion-precision@{args.k}: {best} ({d[best][0]:.3f} ± {d[best][1]:.3f}); "
           f"per-seed seconds: {', '.join('%.0f' % r['seconds'] for r in runs)}")
     out = {"seeds": args.seeds, "steps": args.steps, "runs": runs, "machine": machine()}
     if args.json:
