@@ -70,6 +70,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine  # noqa: E402
 from fidelity import pm  # noqa: E402
+from quality import planted_clips  # noqa: E402
 
 from motive_index.attribution import curate  # noqa: E402
 from motive_index.backbones import build_tiny  # noqa: E402
@@ -80,7 +81,7 @@ from motive_index.generate import decode_latents, sample_many  # noqa: E402
 from motive_index.gradients import GradientEngine  # noqa: E402
 from motive_index.manifest import read_manifest  # noqa: E402
 from motive_index.motion import flow_fields  # noqa: E402
-from motive_index.synthetic import MOTIONS, generate_dataset, planted_dataset  # noqa: E402
+from motive_index.synthetic import MOTIONS, generate_dataset  # noqa: E402
 from motive_index.video import frames_to_tensor, load_video  # noqa: E402
 
 ARMS = ("influence", "motion features", "random", "all")
@@ -155,10 +156,7 @@ def cache_encodes(backbone) -> None:
 def run_seed(seed: int, args, log) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        motions = MOTIONS[:4] if args.quick else MOTIONS
-        train_m, query_m = planted_dataset(tmp, seed, motions=motions, per_pair=2,
-                                           queries_per_pair=1 if args.quick else 3)
-        train_c, query_c = read_manifest(train_m), read_manifest(query_m)
+        train_c, query_c, motions = planted_clips(tmp, seed, args.quick)
         clf_c = read_manifest(generate_dataset(Path(tmp) / "classifier", len(train_c), seed=seed + 10_000,
                                                motions=motions, prefix="clf"))
         backbone = build_tiny(seed)

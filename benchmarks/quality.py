@@ -62,15 +62,19 @@ from motive_index.synthetic import MOTIONS, planted_dataset  # noqa: E402
 DEFAULT_INFLUENCE = "influence mse, flow mask"
 
 
+def planted_clips(tmp, seed: int, quick: bool):
+    """The planted-motion training and query clips of one seed (also used by curation.py), and the motions."""
+    motions = MOTIONS[:4] if quick else MOTIONS
+    train_m, query_m = planted_dataset(tmp, seed, motions=motions, per_pair=2, queries_per_pair=1 if quick else 3)
+    return read_manifest(train_m), read_manifest(query_m), motions
+
+
 def run_seed(seed: int, args, log) -> dict:
     """Every kind's metrics for one seed: {kind: {metric: value}} plus setup facts."""
     K, CANDIDATES = args.k, 3 * args.k
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        motions = MOTIONS[:4] if args.quick else MOTIONS
-        train_m, query_m = planted_dataset(tmp, seed, motions=motions, per_pair=2,
-                                           queries_per_pair=1 if args.quick else 3)
-        train_c, query_c = read_manifest(train_m), read_manifest(query_m)
+        train_c, query_c, _ = planted_clips(tmp, seed, args.quick)
         backbone = build_tiny(seed)
         rep = finetune(backbone, train_c, steps=args.steps, seed=seed)
         t1 = time.perf_counter()
