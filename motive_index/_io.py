@@ -6,18 +6,31 @@ import datetime as _dt
 import math
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 
+def _umask() -> int:
+    with _UMASK_GUARD:  # reading the umask means setting it: no other thread may see the 0 in between
+        mask = os.umask(0)
+        os.umask(mask)
+    return mask
+
+
+_UMASK_GUARD = threading.Lock()
+
+
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
     """Write ``data`` to ``path`` via a synced temp file in the same folder and ``os.replace``: readers see the
-    old file or the new one, never a half-written one."""
+    old file or the new one, never a half-written one. The file gets the mode a plain ``open(path, "w")``
+    would give it (0666 less the umask), not the temp file's private 0600."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode("utf-8") if isinstance(data, str) else data)
             f.flush()

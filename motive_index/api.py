@@ -9,6 +9,11 @@ An index directory holds two channels, each a LanceDB store with its derived FAI
 channel (projected gradients) at its root, and the motion-feature channel (``features.py`` descriptors) in its
 ``motion/`` folder. Both hold the same clips: a build or add writes a clip's descriptor first and its influence
 vector last (the influence store says which clips are done), and a removal removes from both.
+
+Writes (build, add, remove, purge) hold the index's write lock (``lock.py``) for their whole run: a second
+writer waits, naming the holder, or fails at once with ``wait=False``. Each write session starts by repairing
+what an interrupted or racing writer may have left (:meth:`ClipStore.repair`). A removal writes one tombstone
+per clip, shared by both channels, before anything is deleted; every search filters against the tombstones.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -26,7 +32,8 @@ import numpy as np
 
 from ._io import atomic_write
 from .config import EstimatorConfig, FeatureConfig, MaskConfig, ProjectionConfig
-from .errors import FingerprintMismatchError, IndexNotFoundError, MotiveIndexError
+from .errors import (FingerprintMismatchError, IndexBusyError, IndexNotFoundError, IndexStateError,
+                     MotiveIndexError)
 from .types import Hit
 
 log = logging.getLogger(__name__)
@@ -69,6 +76,24 @@ class QueryResult:
                 "timings": self.timings}
 
 
+def _read_settings(index_dir: Path, model_given: bool) -> dict:
+    """``settings.json`` of an index ({} if absent). A corrupt file is an :class:`IndexStateError` naming it and
+    the fix, unless the model is given anyway (then a warning: the model path is what it holds)."""
+    path = index_dir / SETTINGS_FILE
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        if not isinstance(settings, dict):
+            raise ValueError(f"a JSON object was expected, got {type(settings).__name__}")
+    except (ValueError, UnicodeDecodeError) as e:
+        if model_given:
+            log.warning("%s is corrupt (%s); using the model given", path, e)
+            return {}
+        raise IndexStateError(f"{str(path)!r} is corrupt ({e}); it records the model the index was built with: "
+                              f"pass the model again (--model MODEL_DIR, or model=... in Python), or rewrite the "
+                              f"file as {{\"model\": \"/path/to/model\"}}") from e
+    return settings
+
+
 def _write_settings(index_dir: Path, model: str, mask: MaskConfig, checkpointing: bool = False) -> None:
     """Where the model (and a learned flow model) live and how to run it: needed to query, but not part of the
     fingerprint."""
@@ -101,15 +126,19 @@ class MotiveIndex:
         self.path = Path(path)
         self.store = store
         self.device = device
-        settings_path = self.path / SETTINGS_FILE
-        settings = json.loads(settings_path.read_text()) if settings_path.is_file() else {}
+        settings = _read_settings(self.path, model_given=model is not None)
         self.model_ref = model or settings.get("model")
         self.flow_model = settings.get("flow_model", "")
         self.checkpointing = bool(settings.get("checkpointing", False))
         from .store import ClipStore
 
         fdir = self.path / FEATURES_DIR
-        self.features_store = ClipStore.open(fdir) if ClipStore.exists(fdir) else None
+        self.features_store = None
+        if ClipStore.exists(fdir):  # the motion channel shares the influence store's tombstones and lock
+            self.features_store = ClipStore.open(fdir, tombstones=store.tombstones, lock=store.write_lock)
+            legacy = self.features_store.legacy_tombstones()  # its own, from before they were shared
+            if legacy is not None:
+                store.tombstones.include(legacy)
         self._engine = None
         self._featurizer = None
         self._indexes: dict[str, Any] = {}
@@ -122,7 +151,8 @@ class MotiveIndex:
               dim: int = 512, projection_seed: int = 0, timestep: int = 751, noise_seed: int = 0,
               samples: int = 1, params: tuple[str, ...] = (), precision: str = "fp32", loss: str = "mse",
               features: bool | FeatureConfig = True, checkpointing: bool = False, device: str = "cpu",
-              batch: int = 1, progress: Progress | None = None) -> tuple["MotiveIndex", BuildReport]:
+              batch: int = 1, progress: Progress | None = None, wait: bool = True
+              ) -> tuple["MotiveIndex", BuildReport]:
         """Embed every clip of ``manifest`` not yet in the store at ``index`` (creating it if needed).
 
         ``mask``: ``'flow'``, ``'none'`` or a full :class:`MaskConfig`; ``motion``: ``'object'`` or ``'all'``
@@ -132,14 +162,31 @@ class MotiveIndex:
         the default :class:`FeatureConfig`; ``False``: none). Resumable: clips already stored are skipped, finished
         clips are written every ``batch`` clips (default 1: a crash, even kill -9, loses no finished clip), and
         a clip that fails (bad video, NaN gradient) is recorded with its reason while the build goes on.
+        Holds the index's write lock throughout (``wait=False``: :class:`IndexBusyError` at once if another
+        writer has it; else it waits, logging who holds it).
         """
         from .backbones import load_backbone
         from .gradients import GradientEngine
+        from .lock import write_lock
         from .manifest import read_manifest
-        from .store import ClipStore
 
         t_start = time.perf_counter()
         clips = manifest if isinstance(manifest, list) else read_manifest(manifest)  # bad manifest: fail first
+        with write_lock(index).hold("build", wait=wait):
+            return cls._build_locked(clips, model, Path(index), t_start, mask=mask, motion=motion, dim=dim,
+                                     projection_seed=projection_seed, timestep=timestep, noise_seed=noise_seed,
+                                     samples=samples, params=params, precision=precision, loss=loss,
+                                     features=features, checkpointing=checkpointing, device=device, batch=batch,
+                                     progress=progress)
+
+    @classmethod
+    def _build_locked(cls, clips, model, index_dir: Path, t_start: float, *, mask, motion, dim, projection_seed,
+                      timestep, noise_seed, samples, params, precision, loss, features, checkpointing, device,
+                      batch, progress):
+        from .backbones import load_backbone
+        from .gradients import GradientEngine
+        from .store import ClipStore
+
         backbone = load_backbone(model, device=device)
         if not isinstance(mask, MaskConfig):
             mask = MaskConfig(kind=mask, **({"motion": motion} if motion else {}))
@@ -149,7 +196,6 @@ class MotiveIndex:
                                     params=tuple(params), precision=precision, loss=loss)
         engine = GradientEngine(backbone, mask, estimator, ProjectionConfig(dim=dim, seed=projection_seed),
                                 checkpointing=checkpointing)
-        index_dir = Path(index)
         fp = engine.fingerprint()
         store = ClipStore.create(index_dir, fp, dim)   # refuses another fingerprint
         if features is not False:
@@ -157,13 +203,14 @@ class MotiveIndex:
 
             fz = MotionFeaturizer(features if isinstance(features, FeatureConfig) else FeatureConfig(), mask,
                                   backbone.spec, mask_fingerprint=fp["mask"])
-            ClipStore.create(index_dir / FEATURES_DIR, fz.fingerprint(), fz.dim)
+            ClipStore.create(index_dir / FEATURES_DIR, fz.fingerprint(), fz.dim, tombstones=store.tombstones,
+                             lock=store.write_lock)
         _write_settings(index_dir, _model_ref(model), mask, checkpointing)
         self = cls(index_dir, store, device=device)
         self._engine = engine
         if self.features_store is not None:
             self._featurizer = self._make_featurizer(engine)
-        report = self.add(clips, batch=batch, progress=progress)
+        report = self.add(clips, batch=batch, progress=progress)  # the lock is ours already: add nests in it
         report.seconds = time.perf_counter() - t_start  # model loading included
         return self, report
 
@@ -203,7 +250,10 @@ class MotiveIndex:
                 if pending_features:  # the descriptor first: the influence store is the record of what is done
                     fstore.add(pending_features)
                     pending_features.clear()
-                report.added += self.store.add(pending)
+                added = self.store.add(pending)
+                # a clip not added was stored meanwhile (impossible under the write lock, but counted true)
+                report.added += added
+                report.skipped += len(pending) - added
                 pending.clear()
                 flushes += 1
                 if flushes % COMPACT_EVERY == 0:  # small writes leave small fragments: merge them now and then
@@ -282,10 +332,27 @@ class MotiveIndex:
                    model=_model_ref(model) if model is not None else None)
 
     def _ensure_index(self, channel: str = "influence"):
-        """The channel's FAISS index, caught up with its store's newest version (never ahead of it)."""
+        """The channel's FAISS index, caught up with its store's newest version (never ahead of it).
+
+        When it still holds removed clips (a removal interrupted before its delete, or an insert that raced
+        it: searches filter them out all the same), their rows are deleted now if the write lock is free, and
+        the index caught up again; if another writer holds the lock, that writer's own repair deletes them."""
+        store = self.store if channel == "influence" else self.features_store
+        index = self._caught_up(channel, store)
+        if index.count_held(store.tombstones.ids()):
+            try:
+                with self.store.write_lock.hold("repair", wait=False):
+                    self._repair()
+            except IndexBusyError:
+                log.info("index %s: removed clips still stored; the writer holding the lock deletes them",
+                         self.path)
+            else:
+                index = self._caught_up(channel, store)
+        return index
+
+    def _caught_up(self, channel: str, store):
         from .index import open_index
 
-        store = self.store if channel == "influence" else self.features_store
         with self._index_lock:
             current = self._indexes.get(channel)
             if current is None or current.store_version != store.version:
@@ -300,7 +367,7 @@ class MotiveIndex:
         from .store import check_fingerprint
 
         if not self.model_ref:
-            raise MotiveIndexError(f"index {str(self.path)!r} records no model; pass model=... (--model)")
+            raise IndexStateError(f"index {str(self.path)!r} records no model; pass model=... (--model)")
         fp = self.store.fingerprint
         backbone = load_backbone(self.model_ref, device=self.device)
         mask = dict(fp["mask"])
@@ -314,16 +381,37 @@ class MotiveIndex:
         self._engine = engine
         return engine
 
-    def add(self, manifest: str | Path | list, batch: int = 1, progress: Progress | None = None) -> BuildReport:
+    @contextmanager
+    def _writing(self, command: str, wait: bool = True):
+        """Hold the index's write lock (nested holds in one thread are free), after repairing what an
+        interrupted or racing writer left: rows of removed clips, second copies."""
+        with self.store.write_lock.hold(command, wait=wait):
+            self._repair()
+            yield
+
+    def _repair(self) -> None:
+        for name, store in (("influence", self.store), ("motion", self.features_store)):
+            if store is not None:
+                fixed = store.repair()
+                if any(fixed.values()):
+                    log.warning("index %s (%s channel): deleted %d row(s) of removed clips and %d duplicate "
+                                "row(s) left by an interrupted or racing writer", self.path, name,
+                                fixed["removed"], fixed["duplicates"])
+
+    def add(self, manifest: str | Path | list, batch: int = 1, progress: Progress | None = None,
+            wait: bool = True) -> BuildReport:
         """Embed the clips of ``manifest`` not yet stored, under this index's own settings and model.
 
-        Idempotent; removed clips are not added back; new clips are searchable when it returns."""
+        Idempotent; removed clips are not added back; new clips are searchable when it returns. Holds the
+        write lock throughout (``wait``: as for :meth:`build`). The report adds up: ``added + skipped + removed
+        + len(failed)`` is the number of manifest rows."""
         from .manifest import read_manifest
 
         t0 = time.perf_counter()
         clips = manifest if isinstance(manifest, list) else read_manifest(manifest)
-        self._ensure_engine()
-        report = self._embed_into_store(clips, batch, progress)
+        with self._writing("add", wait):
+            self._ensure_engine()
+            report = self._embed_into_store(clips, batch, progress)
         self._ensure_index()
         if self.features_store is not None:
             self._ensure_index("motion")
@@ -331,23 +419,42 @@ class MotiveIndex:
         report.size = len(self.store)
         return report
 
-    def remove(self, clip_ids, reason: str = "") -> int:
+    def remove(self, clip_ids, reason: str = "", wait: bool = True) -> int:
         """Remove clips; once this returns they are in no result of this or any other process. Returns how many
-        were stored. A later add or build never stores them again; :meth:`purge` erases old versions too."""
-        ids = list(clip_ids)
-        if self.features_store is not None:  # first: a clip is never left findable by motion once gone
-            self.features_store.remove(ids, reason=reason)
-        n = self.store.remove(ids, reason=reason)
+        were stored. A later add or build never stores them again; :meth:`purge` erases old versions too.
+
+        One tombstone per clip is written first, shared by both channels: from that moment every search
+        (in any process) filters the clips out, even while another writer holds the lock. Then their rows are
+        deleted from both channels under the write lock (``wait=False``: :class:`IndexBusyError` if another
+        writer holds it; the clips stay hidden, and the next write deletes their rows)."""
+        ids = list(dict.fromkeys(clip_ids))
+        bad = [c for c in ids if not isinstance(c, str) or not c]
+        if bad:
+            raise ValueError(f"clip_id={bad[0]!r} is invalid: a non-empty string")
+        if not ids:
+            return 0
+        self.store.tombstones.add(ids, reason)
+        try:
+            with self.store.write_lock.hold("remove", wait=wait):
+                if self.features_store is not None:
+                    self.features_store.delete(ids)
+                n = self.store.delete(ids)
+                self._repair()  # and whatever an earlier interrupted removal left
+        except IndexBusyError as e:
+            raise IndexBusyError(e.path, f"{e.reason}. The {len(ids)} clip(s) are already hidden from every "
+                                         f"result (tombstones written); their rows are deleted by the next write"
+                                 ) from None
         self._ensure_index()
         if self.features_store is not None:
             self._ensure_index("motion")
         return n
 
-    def purge(self) -> dict[str, int]:
+    def purge(self, wait: bool = True) -> dict[str, int]:
         """Delete old table versions (and with them removed clips' data) from disk, in both channels."""
-        out = self.store.purge()
-        if self.features_store is not None:
-            out.update({f"motion/{k}": v for k, v in self.features_store.purge().items()})
+        with self._writing("purge", wait):
+            out = self.store.purge()
+            if self.features_store is not None:
+                out.update({f"motion/{k}": v for k, v in self.features_store.purge().items()})
         return out
 
     def embed(self, video: str | Path, prompt: str = "", start_sec=None, end_sec=None):
@@ -377,7 +484,7 @@ class MotiveIndex:
         if n_similar < 0:
             raise ValueError(f"similar={similar} is invalid: 0 (none) or more")
         if combined and self.features_store is None:
-            raise MotiveIndexError(f"index {str(self.path)!r} has no motion-feature channel, so no combined "
+            raise IndexStateError(f"index {str(self.path)!r} has no motion-feature channel, so no combined "
                                    f"ranking; add one with `motive-index build` on the same manifest and settings")
         t0 = time.perf_counter()
         engine = self._ensure_engine()
@@ -388,6 +495,11 @@ class MotiveIndex:
         hits = self.search(vec, k=k, negative=negative)
         t3 = time.perf_counter()
         timings = {"load_model": t1 - t0, **prep.timings, "search": t3 - t2}
+        static = bool(prep.metadata.get("static", False))
+        warnings = list(prep.metadata.get("warnings", []))  # e.g. a partly decodable file
+        if static:
+            warnings.append("the query shows no motion the mask can see (static): its influence uses a uniform "
+                            "mask (the ordinary loss), and motion similarity can only match other still clips")
         similar_hits: list[Hit] = []
         combined_hits: list[Hit] = []
         if self._featurizer is not None and (n_similar or combined):
@@ -396,10 +508,16 @@ class MotiveIndex:
             desc = self._featurizer.describe(read[0].frames, read[1])
             t4 = time.perf_counter()
             findex = self._ensure_index("motion")
+
+            def similar_to(n: int) -> list[Hit]:
+                found = rank(findex, self.features_store, desc, k=n, kind="similarity", rows_from=self.store)
+                # a still query's descriptor is orthogonal to every moving clip's: score 0 is no match at all
+                return [h for h in found if h.score > 1e-6] if static else found
+
             if n_similar:
-                similar_hits = rank(findex, self.features_store, desc, k=n_similar, kind="similarity")
+                similar_hits = similar_to(n_similar)
             if combined:
-                cands = rank(findex, self.features_store, desc, k=3 * k, kind="similarity")
+                cands = similar_to(3 * k)
                 infl = {cid: float(v @ vec) for cid, v in self.store.get_vectors([h.clip_id for h in cands]).items()}
                 by_id = {h.clip_id: h for h in cands}
                 for cid, score, sim in rerank_by_influence([(h.clip_id, h.score) for h in cands], infl, k):
@@ -409,8 +527,8 @@ class MotiveIndex:
                                              similarity=sim))
             timings.update(features=t4 - t3, similarity_search=time.perf_counter() - t4)
         timings["total"] = time.perf_counter() - t0
-        query = {"video": str(video), "prompt": prompt, "k": k, "negative": negative,
-                 "static": prep.metadata.get("static", False)}
+        query = {"video": str(video), "prompt": prompt, "k": k, "negative": negative, "static": static,
+                 "warnings": warnings}
         return QueryResult(hits=hits, timings=timings, query=query, similar=similar_hits, combined=combined_hits)
 
 
@@ -430,13 +548,13 @@ class MotiveIndex:
         if by not in ("influence", "similarity"):
             raise ValueError(f"by={by!r} is invalid: 'influence' or 'similarity'")
         if by == "similarity" and self.features_store is None:
-            raise MotiveIndexError(f"index {str(self.path)!r} has no motion-feature channel to curate by")
+            raise IndexStateError(f"index {str(self.path)!r} has no motion-feature channel to curate by")
         clips = queries if isinstance(queries, list) else read_manifest(queries)
         engine = self._ensure_engine()
         store = self.store if by == "influence" else self.features_store
         ids, stored = store.vectors()
         if not ids:
-            raise MotiveIndexError(f"index {str(self.path)!r} is empty: nothing to curate")
+            raise IndexStateError(f"index {str(self.path)!r} is empty: nothing to curate")
         rows, failed = [], {}
         for i, q in enumerate(clips):
             try:
@@ -452,7 +570,7 @@ class MotiveIndex:
             if progress:
                 progress(i + 1, len(clips), q.clip_id)
         if not rows:
-            raise MotiveIndexError(f"no usable query to curate with: all {len(failed)} failed "
+            raise IndexStateError(f"no usable query to curate with: all {len(failed)} failed "
                                    f"({'; '.join(f'{k}: {v}' for k, v in list(failed.items())[:3])})")
         kept = curate(np.stack(rows), ids, keep=keep, percentile=percentile)
         meta = self.store.rows([cid for cid, _, _ in kept])

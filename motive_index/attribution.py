@@ -10,17 +10,26 @@ from .types import Hit
 
 
 def rank(index: VectorIndex, store: ClipStore, vector: np.ndarray, k: int = 10,
-         negative: bool = False, kind: str = "influence") -> list[Hit]:
+         negative: bool = False, kind: str = "influence", rows_from: ClipStore | None = None) -> list[Hit]:
     """Top-k stored clips by inner product with ``vector`` (unit vectors: a cosine).
 
     For the influence channel the score is ĝ_trainᵀ ĝ_query; ``negative=False``: highest scores first (the
     clips that most helped this motion); ``negative=True``: lowest first (the clips that pushed hardest
     against it). ``kind`` labels the hits (``similarity`` for the motion-feature channel).
+
+    Removed clips are never returned: the index's results are filtered against the store's tombstones (read
+    now), fetching as many extra candidates as the index still holds removed clips, and a clip must still be
+    stored. ``rows_from``: the store whose rows (path, caption, metadata) the hits carry (default ``store``; the
+    motion channel's hits take the influence store's, which records what is done and the computed
+    ``metadata.motive``); a clip it does not hold is left out.
     """
     if k < 1:
         raise ValueError(f"k={k} is invalid: need at least 1")
-    found = index.search(np.asarray(vector, dtype=np.float32), k, negative=negative)[0]
-    rows = store.rows([cid for cid, _ in found])
+    removed = store.tombstones.ids()
+    hidden = index.count_held(removed)  # removed clips the index still holds (a removal in flight)
+    found = index.search(np.asarray(vector, dtype=np.float32), k + hidden, negative=negative)[0]
+    found = [(cid, score) for cid, score in found if cid not in removed][:k]
+    rows = (rows_from or store).rows([cid for cid, _ in found])
     hits = []
     for cid, score in found:
         row = rows.get(cid)

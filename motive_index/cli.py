@@ -1,7 +1,7 @@
 """The `motive-index` command line: thin wrappers over :mod:`motive_index.api` (the only module importing click).
 
 Exit codes: 0 ok; 1 unexpected error; 2 bad usage, manifest, model or index; 3 bad video; 4 bad gradient;
-5 a build where some clips failed (the rest are stored).
+5 a build where some clips failed (the rest are stored); 6 the index is busy (another writer, with --no-wait).
 """
 
 from __future__ import annotations
@@ -111,6 +111,9 @@ def _mask_config(kind: str = "flow", motion=None, flow=None, flow_model=None, no
 
 _DEVICE = click.option("--device", default="cpu", show_default=True, callback=_device,
                        help="cpu, cuda or cuda:N.")
+_NO_WAIT = click.option("--no-wait", "no_wait", is_flag=True,
+                        help="Fail at once (exit 6) if another writer holds the index's write lock, instead of "
+                             "waiting for it.")
 
 
 @click.group(cls=_Group)
@@ -118,8 +121,9 @@ _DEVICE = click.option("--device", default="cpu", show_default=True, callback=_d
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens (index loads and rebuilds, failures).")
 def main(verbose: bool) -> None:
     """Which training clips most influenced the motion of a generated video."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if verbose:  # our own INFO lines only: not faiss's loader or other libraries' chatter
+        logging.getLogger("motive_index").setLevel(logging.INFO)
 
 
 @main.command()
@@ -194,10 +198,11 @@ def finetune(manifest, model, out_dir, steps, lr, batch_size, seed, device, quie
 @click.option("--checkpointing", is_flag=True,
               help="Gradient checkpointing: less memory, more time; same vectors. Kept for later adds/queries.")
 @_DEVICE
+@_NO_WAIT
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", is_flag=True)
 def build(manifest, model, index_dir, mask, motion, flow, flow_model, normalize, dim, samples, params,
-          precision, loss, features, checkpointing, device, as_json, quiet):
+          precision, loss, features, checkpointing, device, no_wait, as_json, quiet):
     """Embed MANIFEST's clips into the index at --index (resumes; skips clips already stored)."""
     from .api import MotiveIndex
 
@@ -205,8 +210,8 @@ def build(manifest, model, index_dir, mask, motion, flow, flow_model, normalize,
     with _bar("build", quiet) as bar:
         _, report = MotiveIndex.build(manifest, model, index_dir, mask=cfg, dim=dim, samples=samples,
                                       params=params, precision=precision, loss=loss, features=features,
-                                      checkpointing=checkpointing,
-                                      device=device, progress=bar)
+                                      checkpointing=checkpointing, device=device, progress=bar,
+                                      wait=not no_wait)
     _emit(report.to_dict(), as_json, _report_text(report))
     if report.failed:
         sys.exit(EXIT_PARTIAL)
@@ -240,15 +245,16 @@ def _report_text(report) -> str:
 @click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 @_DEVICE
+@_NO_WAIT
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", is_flag=True)
-def add(manifest, index_dir, device, as_json, quiet):
+def add(manifest, index_dir, device, no_wait, as_json, quiet):
     """Embed MANIFEST's clips not yet in the index, with the index's own model and settings."""
     from .api import MotiveIndex
 
     idx = MotiveIndex.open(index_dir, device=device)
     with _bar("add", quiet) as bar:
-        report = idx.add(manifest, progress=bar)
+        report = idx.add(manifest, progress=bar, wait=not no_wait)
     _emit(report.to_dict(), as_json, _report_text(report))
     if report.failed:
         sys.exit(EXIT_PARTIAL)
@@ -260,8 +266,9 @@ def add(manifest, index_dir, device, as_json, quiet):
 @click.option("--manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Also remove every clip_id of this manifest.")
 @click.option("--reason", default="", help="Recorded with each removal (e.g. 'licence withdrawn').")
+@_NO_WAIT
 @click.option("--json", "as_json", is_flag=True)
-def remove(clip_ids, index_dir, manifest, reason, as_json):
+def remove(clip_ids, index_dir, manifest, reason, no_wait, as_json):
     """Remove clips: from the moment this returns they are in no result, and no later add stores them again.
     Run `purge` to erase them from the index's old versions on disk as well."""
     from .api import MotiveIndex
@@ -271,7 +278,7 @@ def remove(clip_ids, index_dir, manifest, reason, as_json):
     if not ids:
         raise click.UsageError("give CLIP_IDs or --manifest")
     idx = MotiveIndex.open(index_dir)
-    n = idx.remove(ids, reason=reason)
+    n = idx.remove(ids, reason=reason, wait=not no_wait)
     _emit({"removed": n, "requested": len(set(ids)), "size": len(idx.store)}, as_json,
           f"removed {n} of {len(set(ids))} requested clips (the rest were not stored; all are refused from now "
           f"on); index size {len(idx.store)}. Run `motive-index purge --index {index_dir}` to erase old versions.")
@@ -279,12 +286,13 @@ def remove(clip_ids, index_dir, manifest, reason, as_json):
 
 @main.command()
 @click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@_NO_WAIT
 @click.option("--json", "as_json", is_flag=True)
-def purge(index_dir, as_json):
+def purge(index_dir, no_wait, as_json):
     """Erase old versions of the index's tables from disk (removed clips' vectors included)."""
     from .api import MotiveIndex
 
-    deleted = MotiveIndex.open(index_dir).purge()
+    deleted = MotiveIndex.open(index_dir).purge(wait=not no_wait)
     _emit({"versions_deleted": deleted}, as_json,
           "purged: " + ", ".join(f"{k} {v} old versions" for k, v in deleted.items()))
 
@@ -311,7 +319,8 @@ def query(video, index_dir, prompt, k, negative, model, motion, similar, combine
     result = MotiveIndex.open(index_dir, device=device, model=model).query(
         video, prompt=prompt, k=k, negative=negative, motion=motion, similar=similar, combined=combined)
     title = "most opposed" if negative else "most influential"
-    lines = [f"influence: the training clips {title} to this motion (score: gradient cosine)",
+    lines = [f"warning: {w}" for w in result.query.get("warnings", [])]
+    lines += [f"influence: the training clips {title} to this motion (score: gradient cosine)",
              f"{'rank':>4}  {'score':>7}  clip_id / caption"]
     lines += [f"{h.rank:>4}  {h.score:>7.4f}  {h.clip_id}  {h.caption}" for h in result.hits]
     if result.similar:

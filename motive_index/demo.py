@@ -26,14 +26,14 @@ def run_demo(workdir: str | Path, n_clips: int = 48, n_queries: int = 12, steps:
              motion: str | None = None) -> dict:
     from .api import MotiveIndex
     from .backbones import build_tiny
-    from .errors import MotiveIndexError
+    from .errors import IndexStateError
     from .finetune import finetune
     from .manifest import read_manifest
     from .synthetic import generate_dataset
 
     workdir = Path(workdir).resolve()
     if workdir.is_dir() and any(workdir.iterdir()) and not (workdir / MARKER).is_file():
-        raise MotiveIndexError(f"--workdir {str(workdir)!r} is not empty and was not made by the demo; "
+        raise IndexStateError(f"--workdir {str(workdir)!r} is not empty and was not made by the demo; "
                                f"give an empty or new folder")
     for sub in _SUBDIRS:  # a fresh run every time: the model is retrained, so old indexes would not match it
         shutil.rmtree(workdir / sub, ignore_errors=True)

@@ -103,3 +103,22 @@ class GradientError(MotiveIndexError, FloatingPointError):
         self.clip = clip
         self.reason = reason
         super().__init__(f"clip {clip!r}: {reason}")
+
+
+class IndexStateError(MotiveIndexError, ValueError):
+    """The index (or other input) cannot answer this request as it is: no model recorded, no motion channel,
+    empty, corrupt settings. Says what is missing and how to get it."""
+
+    exit_code = 2
+
+
+class IndexBusyError(MotiveIndexError, BlockingIOError):
+    """Another writer holds the index's write lock (and this one was asked not to wait)."""
+
+    exit_code = 6
+
+    def __init__(self, path: str, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"index {self.path!r} is being written to: {reason}; wait for it to finish, or run "
+                         f"again without --no-wait to wait for it")

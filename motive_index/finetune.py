@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 import torch
 
 from .backbones import Backbone
-from .errors import MotiveIndexError
+from .errors import IndexStateError, MotiveIndexError
 from .types import Clip
 from .video import frames_to_tensor, load_video
 
@@ -51,7 +51,7 @@ def finetune(backbone: Backbone, clips: Sequence[Clip], steps: int = 300, lr: fl
             progress(i + 1, len(clips), "encode")
     if not latents:
         reasons = "; ".join(f"{cid}: {why}" for cid, why in list(failed.items())[:5])
-        raise MotiveIndexError(f"no usable clips to fine-tune on: all {len(failed)} failed ({reasons})")
+        raise IndexStateError(f"no usable clips to fine-tune on: all {len(failed)} failed ({reasons})")
     z_all = torch.stack(latents)              # (N, C, F', H', W')
     c_all = torch.stack(texts)                # (N, L, D)
     n = z_all.shape[0]

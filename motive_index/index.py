@@ -366,6 +366,7 @@ class VectorIndex:
         self._mat = None             # torch (N, dim) float32 on self._device: row r holds label _row_labels[r]
         self._row_labels = np.zeros(0, np.int64)
         self.stats.update({"backend": self._backend, "device": self._device})
+        self._held_cache: tuple | None = None  # count_held's last answer
 
     # ---- construction ---------------------------------------------------------------------------------------
 
@@ -611,6 +612,23 @@ class VectorIndex:
         if negative:
             out = [[(c, -s) for c, s in row] for row in out]
         return out
+
+    def count_held(self, clip_ids: frozenset[str]) -> int:
+        """How many of ``clip_ids`` the index holds (e.g. tombstoned clips whose rows are not yet deleted).
+
+        Cached per (store version, set object): a tombstone set is one object until it changes, so a search
+        pays for this only when either moves."""
+        key = (self.store_version, id(clip_ids))
+        cached = self._held_cache
+        if cached is not None and cached[0] == key and cached[1] is clip_ids:
+            return cached[2]
+        self._lock.acquire_read()
+        try:
+            n = sum(1 for c in clip_ids if c in self._id_to_label)
+        finally:
+            self._lock.release_read()
+        self._held_cache = (key, clip_ids, n)
+        return n
 
     # ---- catch-up -------------------------------------------------------------------------------------------
 

@@ -6,6 +6,8 @@ Layout of an index directory ``INDEX_DIR``::
       lancedb/              a plain LanceDB database
         clips.lance         clip_id, path, caption, metadata (JSON text), vector (float32[dim]), added_at
         failures.lance      clip_id, path, reason, at            (append-only log of failed clips)
+        removed.lance       clip_id, reason, at                  (tombstones: one row per removed clip)
+      write.lock            the index's write lock (``lock.py``): one writer at a time, across processes
       fingerprint.json      human-readable copy of the fingerprint (the table's copy is authoritative)
       faiss.index, faiss.json   the derived FAISS index (see ``index.py``)
 
@@ -16,7 +18,13 @@ DuckDB, lancedb itself) sees it with ``table.schema.metadata``.
 
 Reads see the newest committed data: every read first moves the table handle to the latest version, and
 each read is served from one table version (LanceDB snapshot semantics), so another process may append while
-this one reads. Writes are one LanceDB commit per call. This module never imports torch or any model code.
+this one reads. Writes are one LanceDB commit per call, each under the index's write lock (``lock.py``), so two
+writers never interleave a check and an insert: inserts are insert-if-absent under any interleaving.
+
+Removal: a removed clip gets one tombstone row (:class:`Tombstones`), written once, before anything is
+deleted; a store with a motion channel shares its tombstones with it. Readers filter results against the
+tombstones, so a row that raced in (or whose deletion was interrupted) is never returned, and the next write
+deletes it (:meth:`ClipStore.repair`). This module never imports torch or any model code.
 """
 
 from __future__ import annotations
@@ -33,7 +41,8 @@ import numpy as np
 import pyarrow as pa
 
 from ._io import atomic_write, plain
-from .errors import FingerprintMismatchError, IndexNotFoundError, MotiveIndexError
+from .lock import WriteLock, write_lock
+from .errors import FingerprintMismatchError, IndexNotFoundError, IndexStateError
 
 DB_DIRNAME = "lancedb"
 CLIPS_TABLE = "clips"
@@ -194,6 +203,92 @@ def _table_names(db) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------------------------
+# tombstones
+
+
+def _open_or_create(db, name: str, schema: pa.Schema):
+    """Table ``name`` of ``db``, created empty with ``schema`` if absent (another process may create it first)."""
+    try:
+        return db.open_table(name)
+    except ValueError:
+        try:
+            return db.create_table(name, schema=schema)
+        except ValueError as e:
+            if "already exists" not in str(e):
+                raise
+            return db.open_table(name)
+
+
+class Tombstones:
+    """The removed clip ids of an index: one ``removed`` row per clip, written once, never deleted.
+
+    Held in memory and re-read only when the table's version moves (checking costs ~0.3 ms), so every search
+    can filter against the current set. ``legacy`` names older tables whose ids count as removed too (indexes
+    made before the channels shared one table kept a second one in ``motion/``).
+    """
+
+    def __init__(self, db, legacy: tuple = ()):
+        self._db = db
+        self._table = None
+        self._legacy = legacy
+        self._legacy_ids: set[str] | None = None
+        self._ids: frozenset[str] = frozenset()
+        self._version: int | None = None
+        self._lock = threading.Lock()
+
+    def _handle(self):
+        if self._table is None:
+            self._table = _open_or_create(self._db, REMOVED_TABLE, REMOVED_SCHEMA)
+        return self._table
+
+    def ids(self) -> frozenset[str]:
+        """Every removed clip id, as of now."""
+        with self._lock:
+            table = self._handle()
+            table.checkout_latest()
+            version = int(table.version)
+            if version != self._version:
+                ids = set(table.search().select(["clip_id"]).limit(None).to_arrow().column("clip_id").to_pylist())
+                if self._legacy_ids is None:
+                    self._legacy_ids = set()
+                    for t in self._legacy:
+                        self._legacy_ids.update(t.search().select(["clip_id"]).limit(None).to_arrow()
+                                                .column("clip_id").to_pylist())
+                self._ids, self._version = frozenset(ids | self._legacy_ids), version
+            return self._ids
+
+    def __contains__(self, clip_id: str) -> bool:
+        return clip_id in self.ids()
+
+    def __len__(self) -> int:
+        return len(self.ids())
+
+    def add(self, clip_ids: list[str], reason: str = "") -> list[str]:
+        """Write a tombstone for each of ``clip_ids`` not yet removed (one LanceDB append); returns those.
+
+        Appends never conflict, so this needs no write lock: a removal is visible to every reader at once even
+        while another process holds the lock."""
+        ids = [c for c in dict.fromkeys(clip_ids) if c not in self.ids()]
+        if ids:
+            with self._lock:
+                self._handle().add(pa.table({
+                    "clip_id": pa.array(ids, pa.string()), "reason": pa.array([reason] * len(ids), pa.string()),
+                    "at": pa.array([_now()] * len(ids), _TS)}, schema=REMOVED_SCHEMA))
+        return ids
+
+    def include(self, table) -> None:
+        """Count the ids of another (legacy) ``removed`` table as removed too."""
+        with self._lock:
+            self._legacy = (*self._legacy, table)
+            self._legacy_ids, self._version = None, None
+
+    def table(self):
+        """The LanceDB table (for purge)."""
+        with self._lock:
+            return self._handle()
+
+
+# --------------------------------------------------------------------------------------------------------------
 # the store
 
 
@@ -203,15 +298,20 @@ class ClipStore:
     Use :meth:`create` (or continue) and :meth:`open`; the constructor is internal.
     """
 
-    def __init__(self, index_dir: Path, db, clips):
+    def __init__(self, index_dir: Path, db, clips, tombstones: Tombstones | None = None,
+                 lock: WriteLock | None = None):
         self._path = Path(index_dir)
         self._db = db
         self._clips = clips
-        self._side: dict = {}
-        self._lock = threading.RLock()
+        self._failures = None
+        self._lock = threading.RLock()  # this handle's state, between threads
+        #: the removed ids this store refuses and readers filter out (shared with the motion channel)
+        self.tombstones = tombstones if tombstones is not None else Tombstones(db)
+        #: the index's write lock, held by every write (shared with the motion channel)
+        self.write_lock = lock if lock is not None else write_lock(self._path)
         meta = clips.schema.metadata or {}
         if FINGERPRINT_KEY not in meta:
-            raise MotiveIndexError(
+            raise IndexStateError(
                 f"{str(self._db_dir)!r}: table {CLIPS_TABLE!r} has no motive-index fingerprint in its schema "
                 f"metadata; it was not made by motive-index. Use another --index folder.")
         self._fingerprint = json.loads(meta[FINGERPRINT_KEY].decode())
@@ -229,8 +329,12 @@ class ClipStore:
         return CLIPS_TABLE in _table_names(_lancedb().connect(str(db_dir)))
 
     @classmethod
-    def open(cls, index_dir: str | os.PathLike) -> "ClipStore":
-        """Open an existing store at its newest version; :class:`IndexNotFoundError` if there is none."""
+    def open(cls, index_dir: str | os.PathLike, tombstones: Tombstones | None = None,
+             lock: WriteLock | None = None) -> "ClipStore":
+        """Open an existing store at its newest version; :class:`IndexNotFoundError` if there is none.
+
+        ``tombstones`` and ``lock``: another store's (the motion channel shares the influence store's);
+        by default its own ``removed`` table and the lock of ``index_dir``."""
         index_dir = Path(index_dir)
         if not cls.exists(index_dir):
             raise IndexNotFoundError(str(index_dir))
@@ -239,13 +343,15 @@ class ClipStore:
             clips = db.open_table(CLIPS_TABLE)
         except ValueError as e:  # removed between exists() and here
             raise IndexNotFoundError(str(index_dir)) from e
-        return cls(index_dir, db, clips)
+        return cls(index_dir, db, clips, tombstones, lock)
 
     @classmethod
-    def create(cls, index_dir: str | os.PathLike, fingerprint: dict, dim: int) -> "ClipStore":
+    def create(cls, index_dir: str | os.PathLike, fingerprint: dict, dim: int,
+               tombstones: Tombstones | None = None, lock: WriteLock | None = None) -> "ClipStore":
         """Create a store, or continue the one already there if its fingerprint and ``dim`` equal these.
 
         Raises :class:`FingerprintMismatchError` naming the first differing field otherwise.
+        ``tombstones``, ``lock``: as for :meth:`open`.
         """
         if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim < 1:
             raise ValueError(f"dim={dim!r} is invalid: a positive int (the projection's output size)")
@@ -253,7 +359,7 @@ class ClipStore:
         fingerprint = normalize_fingerprint(fingerprint)
         index_dir = Path(index_dir)
         if cls.exists(index_dir):
-            store = cls.open(index_dir)
+            store = cls.open(index_dir, tombstones, lock)
         else:
             index_dir.mkdir(parents=True, exist_ok=True)
             db = _lancedb().connect(str(_db_dir(index_dir)))
@@ -263,7 +369,7 @@ class ClipStore:
                 if "already exists" not in str(e):
                     raise
                 clips = db.open_table(CLIPS_TABLE)  # another process created it first: check theirs
-            store = cls(index_dir, db, clips)
+            store = cls(index_dir, db, clips, tombstones, lock)
         check_fingerprint(store._fingerprint, fingerprint)
         if store._dim != dim:
             raise FingerprintMismatchError("dim", store._dim, dim)
@@ -315,26 +421,20 @@ class ClipStore:
         """Move the table handle to the newest committed version (another process may have written)."""
         self._clips.checkout_latest()
 
-    def _side_table(self, name: str, schema: pa.Schema):
-        """The small append-only table ``name`` (failures, removed), created on first use, at its newest version."""
-        table = self._side.get(name)
-        if table is not None:
-            table.checkout_latest()
-            return table
-        try:
-            table = self._db.open_table(name)
-        except ValueError:
-            try:
-                table = self._db.create_table(name, schema=schema)
-            except ValueError as e:
-                if "already exists" not in str(e):
-                    raise
-                table = self._db.open_table(name)
-        self._side[name] = table
-        return table
-
     def _ensure_failures_table(self):
-        return self._side_table(FAILURES_TABLE, FAILURES_SCHEMA)
+        """The append-only ``failures`` table, created on first use, at its newest version."""
+        if self._failures is None:
+            self._failures = _open_or_create(self._db, FAILURES_TABLE, FAILURES_SCHEMA)
+        else:
+            self._failures.checkout_latest()
+        return self._failures
+
+    def legacy_tombstones(self):
+        """This store's own ``removed`` table if it has one (the motion channel's, before the channels shared
+        one), else None. Never created."""
+        if REMOVED_TABLE not in _table_names(self._db):
+            return None
+        return self._db.open_table(REMOVED_TABLE)
 
     def _scan(self, columns: list[str], where: str | None = None) -> pa.Table:
         """Read ``columns`` of the rows matching ``where`` from the current handle version (no limit)."""
@@ -399,10 +499,11 @@ class ClipStore:
                 unique.append(row)
         if not unique:
             return 0
-        with self._lock:
+        with self.write_lock.hold("add"), self._lock:  # no other writer between the check and the insert
             self._refresh()  # merge_insert matches against the handle's version: it must be the newest
-            stored = self.has([r[0] for r in unique]) | self.removed([r[0] for r in unique])
-            new = [r for r in unique if r[0] not in stored]
+            removed = self.tombstones.ids()
+            stored = self.has([r[0] for r in unique if r[0] not in removed])
+            new = [r for r in unique if r[0] not in stored and r[0] not in removed]
             if not new:
                 return 0
             n = len(new)
@@ -416,7 +517,7 @@ class ClipStore:
                 "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), self._dim),
                 "added_at": pa.array([now] * n, _TS),
             }, schema=clips_schema(self._dim))
-            # insert-if-absent: a clip another writer stored since has() is not written twice
+            # insert-if-absent (belt and braces: under the write lock nothing else can have stored it since)
             result = (self._clips.merge_insert("clip_id").when_not_matched_insert_all().execute(table))
             inserted = getattr(result, "num_inserted_rows", None)
             return int(inserted) if inserted is not None else n
@@ -425,7 +526,7 @@ class ClipStore:
         """Log that ``clip_id`` failed (append-only; the latest reason per clip wins in :meth:`failures`)."""
         if not isinstance(clip_id, str) or not clip_id:
             raise ValueError(f"clip_id={clip_id!r} is invalid: a non-empty string")
-        with self._lock:
+        with self.write_lock.hold("record_failure"), self._lock:
             table = self._ensure_failures_table()
             table.add(pa.table({
                 "clip_id": pa.array([clip_id], pa.string()),
@@ -435,23 +536,26 @@ class ClipStore:
             }, schema=FAILURES_SCHEMA))
 
     def remove(self, clip_ids: Iterable[str], reason: str = "") -> int:
-        """Remove clips (e.g. a licence withdrawn); return how many were stored. Once this returns, no read of
-        the store sees them, and :meth:`add` refuses them from then on. :meth:`purge` also erases them from the
-        table's old versions on disk."""
+        """Remove clips (e.g. a licence withdrawn); return how many were stored. The tombstones are written
+        first (from then on no search that filters against them returns the clips, and :meth:`add` refuses
+        them), then the rows are deleted under the write lock (waiting for another writer if need be). Once this
+        returns no read of the store sees them. :meth:`purge` also erases them from old versions on disk."""
         ids = [c for c in dict.fromkeys(clip_ids)]
         bad = [c for c in ids if not isinstance(c, str) or not c]
         if bad:
             raise ValueError(f"clip_id={bad[0]!r} is invalid: a non-empty string")
         if not ids:
             return 0
-        with self._lock:
-            # the tombstone first: a crash between the two writes leaves the clip refused, never resurrected
-            new = [c for c in ids if c not in self.removed(ids)]
-            if new:
-                self._side_table(REMOVED_TABLE, REMOVED_SCHEMA).add(pa.table({
-                    "clip_id": pa.array(new, pa.string()), "reason": pa.array([reason] * len(new), pa.string()),
-                    "at": pa.array([_now()] * len(new), _TS)}, schema=REMOVED_SCHEMA))
-            self._refresh()
+        self.tombstones.add(ids, reason)
+        return self.delete(ids)
+
+    def delete(self, clip_ids: Iterable[str]) -> int:
+        """Delete the stored rows of ``clip_ids`` (no tombstone: :meth:`remove` writes those); how many were
+        stored. Under the write lock."""
+        ids = list(dict.fromkeys(clip_ids))
+        if not ids:
+            return 0
+        with self.write_lock.hold("remove"), self._lock:
             present = self.has(ids)
             for chunk in _chunks(sorted(present), _IN_CHUNK):
                 self._clips.delete(_in_filter("clip_id", chunk))
@@ -459,15 +563,36 @@ class ClipStore:
 
     def removed(self, clip_ids: Iterable[str] | None = None) -> set[str]:
         """The removed (tombstoned) clip ids, or which of ``clip_ids`` are."""
-        with self._lock:
-            table = self._side_table(REMOVED_TABLE, REMOVED_SCHEMA)
-            ids = set(table.search().select(["clip_id"]).limit(None).to_arrow().column("clip_id").to_pylist())
-        return ids if clip_ids is None else ids & set(clip_ids)
+        ids = self.tombstones.ids()
+        return set(ids) if clip_ids is None else ids & set(clip_ids)
+
+    def repair(self) -> dict[str, int]:
+        """Delete what must not be stored: rows of removed clips (a removal interrupted between its tombstone
+        and its delete, or an insert that raced it) and second copies of a clip (a writer that did not hold
+        the lock). Under the write lock; returns ``{"removed": rows deleted, "duplicates": rows deleted}``."""
+        with self.write_lock.hold("repair"), self._lock:
+            self._refresh()
+            t = self._clips.search().with_row_id(True).select(["clip_id"]).limit(None).to_arrow()
+            ids, rowids = t.column("clip_id").to_pylist(), t.column("_rowid").to_pylist()
+            removed = self.tombstones.ids()
+            seen: set[str] = set()
+            dup_rows: list[int] = []
+            for cid, rid in zip(ids, rowids):
+                if cid in seen and cid not in removed:
+                    dup_rows.append(int(rid))
+                seen.add(cid)
+            gone = sorted(seen & removed)
+            for chunk in _chunks(gone, _IN_CHUNK):
+                self._clips.delete(_in_filter("clip_id", chunk))
+            for chunk in _chunks(dup_rows, _IN_CHUNK):
+                self._clips.delete(f"_rowid IN ({', '.join(map(str, chunk))})")
+            n_removed = sum(1 for c in ids if c in removed)
+            return {"removed": n_removed, "duplicates": len(dup_rows)}
 
     def compact(self) -> None:
         """Merge the small fragments that one-clip-at-a-time writes leave (scans stay fast); old versions
         older than LanceDB's default (7 days) are cleaned up on the way."""
-        with self._lock:
+        with self.write_lock.hold("compact"), self._lock:
             self._refresh()
             self._clips.optimize()
 
@@ -478,9 +603,10 @@ class ClipStore:
         A reader in another process still holding an old version may fail its next read of it: purge when a
         licence withdrawal requires it, not as routine."""
         deleted = {}
-        with self._lock:
-            tables = {CLIPS_TABLE: self._clips, FAILURES_TABLE: self._ensure_failures_table(),
-                      REMOVED_TABLE: self._side_table(REMOVED_TABLE, REMOVED_SCHEMA)}
+        with self.write_lock.hold("purge"), self._lock:
+            tables = {CLIPS_TABLE: self._clips, FAILURES_TABLE: self._ensure_failures_table()}
+            if REMOVED_TABLE in _table_names(self._db):
+                tables[REMOVED_TABLE] = self._db.open_table(REMOVED_TABLE)
             for name, table in tables.items():
                 table.checkout_latest()
                 before = len(table.list_versions())
