@@ -128,3 +128,26 @@ def test_curate_keeps_the_top_fraction_by_majority_vote(built_index, dataset, cl
                                   str(out), "--quiet"])
     assert r.exit_code == 0, r.output
     assert "kept 3 of 12 clips by influence" in r.output and len(read_manifest(out)) == 3
+
+
+def test_similar_and_combined_hits_carry_the_computed_metadata(built_index, clips):
+    idx = MotiveIndex.open(built_index)
+    probe = clips[2]
+    res = idx.query(probe.path, prompt=probe.caption, k=3, combined=True)
+    for h in res.hits + res.similar + res.combined:
+        assert "source_frames" in h.metadata["motive"], h.kind  # the influence store's row, for every list
+
+
+def test_a_still_query_warns_and_matches_no_moving_clip_by_motion(built_index, tmp_path):
+    from motive_index.video import write_video
+
+    rng = np.random.default_rng(0)
+    still = np.repeat(rng.integers(0, 255, (1, 64, 64, 3), dtype=np.uint8), 24, axis=0)
+    path = tmp_path / "still.mp4"
+    write_video(path, still, 16.0)
+    r = CliRunner().invoke(main, ["query", str(path), "--index", str(built_index), "-k", "3"])
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("warning: the query shows no motion")
+    res = MotiveIndex.open(built_index).query(str(path), k=3)
+    assert res.query["static"] and res.query["warnings"]
+    assert all(h.score > 0 for h in res.similar)  # the dataset's clips all move: no 0.0000 list in any order
