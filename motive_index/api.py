@@ -346,6 +346,8 @@ class MotiveIndex:
             except IndexBusyError:
                 log.info("index %s: removed clips still stored; the writer holding the lock deletes them",
                          self.path)
+            except OSError as e:  # a read-only index: searches filter them out all the same
+                log.info("index %s: removed clips still stored, and no repair possible here (%s)", self.path, e)
             else:
                 index = self._caught_up(channel, store)
         return index
