@@ -132,24 +132,55 @@ class Backbone(ABC):
         """The transformer's output, batched: z_t (B, C, F', H', W'), model_t (B,), text (B, L, D)."""
 
     _weights_hash: str | None = None
+    _record: dict[str, Any] | None = None   # what this model was loaded from (record.py), without its hash
+    record_status: str = "none"
+    """How :meth:`identity` gets the weights hash: ``"matched"`` (from the record given to ``load_backbone``,
+    which still matches the files: no rehash), ``"stale"`` (a record was given but the files, the libraries or
+    the preset differ: hashed in full), ``"verify"`` (``verify=True``: hashed in full whatever the record says) or
+    ``"none"`` (no record given: hashed in full)."""
+
+    def _weights(self) -> str:
+        if self._weights_hash is None:
+            self._weights_hash = _weights_hash([self.transformer, self.vae, self.text_encoder])
+        return self._weights_hash
 
     def identity(self) -> dict[str, Any]:
         """What makes this model this model: hashes of everything that changes the vectors (every component's
         config and exact weights, the scheduler, the tokenizer's vocabulary, the text length). Families with
         ``transformer``, ``vae``, ``text_encoder``, ``tokenizer``, ``scheduler_config`` and ``text_max_length``
-        (diffusers layouts) use this as it is."""
-        if self._weights_hash is None:
-            self._weights_hash = _weights_hash([self.transformer, self.vae, self.text_encoder])
+        (diffusers layouts) use this as it is. The weights hash is computed once (or taken from a matching
+        weights record, see ``record.py``)."""
         configs = {"transformer": dict(self.transformer.config), "vae": dict(self.vae.config),
                    "text_encoder": self.text_encoder.config.to_dict(), "scheduler": self.scheduler_config,
                    "tokenizer": sorted(self.tokenizer.get_vocab().items()), "text_max_length": self.text_max_length}
         return {"family": self.family, "transformer_config": _config_hash(configs["transformer"]),
-                "configs": _config_hash(configs), "weights": self._weights_hash,
+                "configs": _config_hash(configs), "weights": self._weights(),
                 "num_params": sum(p.numel() for p in self.transformer.parameters())}
 
+    def weights_record(self) -> dict[str, Any] | None:
+        """The record to save beside an index (e.g. in its settings.json) so that a later
+        ``load_backbone(model, record=...)`` skips the full weights hash while the files are unchanged: the files
+        (or the preset) this model was loaded from, the library versions and the weights hash (computed now if
+        not yet known). None for a model not loaded by ``load_backbone`` or changed in memory since
+        (:meth:`invalidate_identity`): no file vouches for its weights."""
+        if self._record is None:
+            return None
+        rec = {**self._record, "weights": self._weights()}
+        if rec.get("kind") == "preset":
+            rec["calibration"] = self.calibration()
+        return rec
+
+    def calibration(self) -> dict[str, Any]:
+        """What a preset measured when it was built (the tiny VAE's latent scaling), kept in its record so that
+        rebuilding it gives the same configs without measuring again. Families with a preset override this."""
+        return {}
+
     def invalidate_identity(self) -> None:
-        """Called after the weights change (fine-tuning), so identity() is recomputed."""
+        """Called after the weights change (fine-tuning), so identity() is recomputed (and no record of the files
+        it was loaded from is given any more: they no longer hold these weights)."""
         self._weights_hash = None
+        self._record = None
+        self.record_status = "none"
 
     @abstractmethod
     def save_pretrained(self, out_dir: str | Path) -> Path: ...

@@ -33,7 +33,6 @@ How CogVideoX differs from Wan, and where that is handled:
 from __future__ import annotations
 
 import json
-import math
 from collections import OrderedDict
 from pathlib import Path
 
@@ -42,11 +41,11 @@ import torch
 from ..config import VideoSpec
 from ..errors import ModelLoadError
 from .base import Backbone, load_components, save_components
-from .wan import MOTIVE_CONFIG, TINY_SPEC, _byte_tokenizer, _diffusers_version, _quiet_hf
+from .specs import COGVIDEOX_FPS as DEFAULT_FPS, COGVIDEOX_TEXT_LEN as DEFAULT_TEXT_LEN  # noqa: F401
+from .specs import MOTIVE_CONFIG, TINY_SPEC, cogvideox_spec as default_spec, cogvideox_vae_factors as _vae_factors
+from .wan import _byte_tokenizer, _diffusers_version, _quiet_hf
 
 TINY_TEXT_LEN = 64
-DEFAULT_FPS = 8.0            # CogVideoX 1.0 generates at 8 fps
-DEFAULT_TEXT_LEN = 226       # CogVideoX's max_text_seq_length
 _PREDICTION_TYPES = ("v_prediction", "epsilon", "sample")
 # The CogVideoX-2b scheduler config (THUDM/CogVideoX-2b/scheduler/scheduler_config.json); 5b differs only in
 # snr_shift_scale=1.0. Used by the tiny preset and when a directory has no scheduler config.
@@ -54,22 +53,6 @@ COGVIDEOX_SCHEDULER = {"_class_name": "CogVideoXDDIMScheduler", "num_train_times
                        "beta_end": 0.012, "beta_schedule": "scaled_linear", "clip_sample": False,
                        "set_alpha_to_one": True, "steps_offset": 0, "prediction_type": "v_prediction",
                        "rescale_betas_zero_snr": True, "snr_shift_scale": 3.0, "timestep_spacing": "trailing"}
-
-
-def _vae_factors(vcfg) -> tuple[int, int]:
-    """(temporal, spatial) factors from the VAE's architecture: every block but the last halves space; the first
-    log2(temporal_compression_ratio) of those also halve time (the causal first frame kept alone)."""
-    n_down = len(vcfg["block_out_channels"]) - 1
-    level = int(math.log2(int(vcfg["temporal_compression_ratio"])))
-    return 2 ** min(level, n_down), 2 ** n_down
-
-
-def default_spec(transformer_cfg: dict, vae_cfg: dict) -> VideoSpec:
-    """The shape a CogVideoX transformer was configured for (its ``sample_*`` sizes are latent sizes)."""
-    _, sf = _vae_factors(vae_cfg)
-    return VideoSpec(frames=int(transformer_cfg.get("sample_frames", 49)), fps=DEFAULT_FPS,
-                     height=int(transformer_cfg.get("sample_height", 60)) * sf,
-                     width=int(transformer_cfg.get("sample_width", 90)) * sf)
 
 
 def _make_scheduler(cfg: dict):
@@ -141,9 +124,12 @@ class CogVideoXBackbone(Backbone):
 
     @classmethod
     def tiny(cls, seed: int = 0, spec: VideoSpec = TINY_SPEC, layers: int = 2, heads: int = 4,
-             head_dim: int = 32, rotary: bool = True) -> "CogVideoXBackbone":
+             head_dim: int = 32, rotary: bool = True, calibration: dict | None = None) -> "CogVideoXBackbone":
         """A ~0.6 M-parameter CogVideoX transformer (5b-style rotary positions unless ``rotary=False``, which gives
-        the 2b-style sin-cos ones), a ~0.1 M-parameter CogVideoX VAE and a 2-layer T5, seeded, random weights."""
+        the 2b-style sin-cos ones), a ~0.1 M-parameter CogVideoX VAE and a 2-layer T5, seeded, random weights.
+
+        ``calibration``: the VAE's scaling factor as :meth:`calibration` gave it for this seed (a preset's weights
+        record keeps it); without it, it is measured on synthetic clips."""
         from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel
         from transformers import T5Config, T5EncoderModel
 
@@ -166,8 +152,17 @@ class CogVideoXBackbone(Backbone):
                 temporal_compression_ratio=tf, max_text_seq_length=TINY_TEXT_LEN,
                 use_rotary_positional_embeddings=rotary)
         backbone = cls(transformer, vae, text_encoder, tokenizer, COGVIDEOX_SCHEDULER, spec, TINY_TEXT_LEN)
-        backbone._calibrate_latents(seed)
+        if calibration is not None:
+            scale = float(calibration["scaling_factor"])
+            if not scale > 0:
+                raise ValueError(f"scaling_factor={scale}: need a positive number")
+            backbone.vae.register_to_config(scaling_factor=scale)
+        else:
+            backbone._calibrate_latents(seed)
         return backbone
+
+    def calibration(self) -> dict:
+        return {"scaling_factor": float(self.vae.config.scaling_factor)}
 
     def _calibrate_latents(self, seed: int) -> None:
         """Set the tiny VAE's scaling_factor to 1/std of a few synthetic clips' latents (real CogVideoX ships a

@@ -18,12 +18,7 @@ import torch
 from ..config import VideoSpec
 from ..errors import ModelLoadError
 from .base import Backbone, load_components, save_components
-
-PAPER_SPEC = VideoSpec(frames=81, fps=16.0, height=480, width=832)
-PAPER_TEXT_LEN = 512
-TINY_SPEC = VideoSpec(frames=17, fps=8.0, height=64, width=64)
-TINY_TEXT_LEN = 64
-MOTIVE_CONFIG = "motive_index.json"
+from .specs import MOTIVE_CONFIG, PAPER_SPEC, PAPER_TEXT_LEN, TINY_SPEC, TINY_TEXT_LEN  # noqa: F401 (re-exported)
 
 
 def _byte_tokenizer():
@@ -97,8 +92,11 @@ class WanBackbone(Backbone):
 
     @classmethod
     def tiny(cls, seed: int = 0, spec: VideoSpec = TINY_SPEC, layers: int = 4, heads: int = 4,
-             head_dim: int = 32) -> "WanBackbone":
-        """A ~1 M-parameter Wan transformer, a 0.2 M-parameter Wan VAE and a tiny UMT5, seeded, random weights."""
+             head_dim: int = 32, calibration: dict | None = None) -> "WanBackbone":
+        """A ~1 M-parameter Wan transformer, a 0.2 M-parameter Wan VAE and a tiny UMT5, seeded, random weights.
+
+        ``calibration``: the VAE's latents mean/std as :meth:`calibration` gave them for this seed (a preset's
+        weights record keeps them); without it they are measured on synthetic clips (about 1 s on a CPU)."""
         from diffusers import AutoencoderKLWan, WanTransformer3DModel
         from transformers import UMT5Config, UMT5EncoderModel
 
@@ -120,8 +118,23 @@ class WanBackbone(Backbone):
                                                 num_layers=layers, rope_max_seq_len=64)
         scheduler = {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 3.0}
         backbone = cls(transformer, vae, text_encoder, tokenizer, scheduler, spec, TINY_TEXT_LEN)
-        backbone._calibrate_latents(seed)
+        if calibration is not None:
+            backbone._set_latents(calibration["latents_mean"], calibration["latents_std"])
+        else:
+            backbone._calibrate_latents(seed)
         return backbone
+
+    def calibration(self) -> dict:
+        return {"latents_mean": [float(x) for x in self.vae.config.latents_mean],
+                "latents_std": [float(x) for x in self.vae.config.latents_std]}
+
+    def _set_latents(self, mean, std) -> None:
+        mean, std = [float(x) for x in mean], [float(x) for x in std]
+        if len(mean) != self.z_dim or len(std) != self.z_dim or min(std) <= 0:
+            raise ValueError(f"latents mean/std: need {self.z_dim} values each (std > 0), got {len(mean)}/{len(std)}")
+        self.vae.register_to_config(latents_mean=mean, latents_std=std)
+        self._latents_mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1, 1).to(self.device)
+        self._latents_std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1, 1).to(self.device)
 
     def _calibrate_latents(self, seed: int) -> None:
         """Set the tiny VAE's latents_mean/std from a few synthetic clips, as real Wan ships measured ones."""
@@ -138,9 +151,7 @@ class WanBackbone(Backbone):
         z = torch.stack(lats)                                   # (n, C, F', H', W')
         mean = z.mean(dim=(0, 2, 3, 4))
         std = z.std(dim=(0, 2, 3, 4)).clamp_min(1e-3)
-        self.vae.register_to_config(latents_mean=mean.tolist(), latents_std=std.tolist())
-        self._latents_mean = mean.view(-1, 1, 1, 1).to(self.device)
-        self._latents_std = std.view(-1, 1, 1, 1).to(self.device)
+        self._set_latents(mean.tolist(), std.tolist())
 
     @classmethod
     def from_pretrained(cls, root: str | Path, device: str = "cpu") -> "WanBackbone":
