@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tracemalloc
+from pathlib import Path
+
 import av
 import cv2
 import numpy as np
@@ -10,6 +13,7 @@ import torch
 
 from motive_index.config import VideoSpec
 from motive_index.errors import VideoError, VideoNotFoundError, VideoTooShortError
+import motive_index.video as video
 from motive_index.video import (StandardVideo, decode_video, frames_to_tensor, load_video, standardize,
                                 write_video)
 
@@ -95,13 +99,19 @@ def test_missing_garbage_empty_and_audio_only_files(tmp_path):
             c.mux(pkt)
         for pkt in s.encode():
             c.mux(pkt)
+    spec = VideoSpec(frames=8, fps=8.0, height=32, width=32)
     for path, reason in [(garbage, "cannot be decoded"), (zero, "cannot be decoded"),
                          (no_frames, "no video stream"), (audio, "no video stream")]:
-        with pytest.raises(VideoError, match=reason) as e:
-            decode_video(path)
-        assert str(path) in str(e.value) and not isinstance(e.value, VideoNotFoundError)
+        for load in (decode_video, lambda p: load_video(p, spec)):
+            with pytest.raises(VideoError, match=reason) as e:
+                load(path)
+            assert str(path) in str(e.value) and not isinstance(e.value, VideoNotFoundError)
     with pytest.raises(VideoError, match="directory"):
         decode_video(tmp_path)
+    with pytest.raises(VideoError, match="directory"):
+        load_video(tmp_path, spec)
+    with pytest.raises(VideoNotFoundError):
+        load_video(missing, spec)
 
 
 def test_standardize_centre_window_same_fps():
@@ -162,3 +172,232 @@ def test_load_video_and_tensor(tmp_path):
     assert t.shape == (8, 3, 32, 32) and t.dtype == torch.float32
     assert 0.0 <= t.min().item() and t.max().item() <= 1.0
     assert t[3, 1, 5, 7].item() == pytest.approx(sv.frames[3, 5, 7, 1] / 255.0)
+
+
+# ------------------------------------------------------------------------ bounded decoding (load_video)
+
+
+def texture_frames(n: int, h: int, w: int, seed: int = 0):
+    """n frames (h, w, 3) uint8, one at a time: a smooth texture panning 1 px a frame, frame i's number written in
+    an 8x8 block per bit along the top, and a bright square moving right (no two frames alike)."""
+    rng = np.random.default_rng(seed)
+    tex = cv2.resize(rng.uniform(40, 200, (h // 8 + 2, (w + n) // 8 + 2, 3)).astype(np.float32), (w + n, h),
+                     interpolation=cv2.INTER_CUBIC).clip(0, 255).astype(np.uint8)
+    for i in range(n):
+        frame = tex[:, i:i + w].copy()
+        for b in range(min(12, w // 8)):
+            frame[:8, 8 * b:8 * b + 8] = 255 if (i >> b) & 1 else 0
+        s = h // 4
+        x = (3 * i) % (w - s)
+        frame[h // 2 - s // 2:h // 2 + s // 2, x:x + s] = (230, 60, 60)
+        yield frame
+
+
+def old_path(path, spec, start_sec=None, end_sec=None) -> tuple[np.ndarray, int]:
+    """The reference: decode every frame of the range at full size, then standardize (what load_video did)."""
+    frames, fps = decode_video(path, start_sec, end_sec)
+    return standardize(frames, fps, spec), len(frames)
+
+
+def count_conversions(monkeypatch) -> list[int]:
+    """Count the frames load_video turns into numpy arrays (video._to_rgb is the one place it does)."""
+    calls = [0]
+    to_rgb = video._to_rgb
+
+    def counting(*a, **k):
+        calls[0] += 1
+        return to_rgb(*a, **k)
+
+    monkeypatch.setattr(video, "_to_rgb", counting)
+    return calls
+
+
+def remux(src: Path, dst: Path, fmt: str, options: dict | None = None) -> Path:
+    """Copy src's video packets into another container (no re-encoding)."""
+    with av.open(str(src)) as i, av.open(str(dst), "w", format=fmt, options=options or {}) as o:
+        si = i.streams.video[0]
+        so = o.add_stream_from_template(si)
+        for packet in i.demux(si):
+            if packet.dts is not None:
+                packet.stream = so
+                o.mux(packet)
+    return dst
+
+
+@pytest.mark.parametrize("codec", [None, "mpeg4"])
+def test_load_video_equals_decode_all_path(tmp_path, codec):
+    """On real mp4s with a keyframe every 12 frames (so load_video seeks), the frames and source_* fields equal
+    decode_video + standardize exactly, for centred windows, ranges, fps resampling and short clips."""
+    path = tmp_path / "clip.mp4"
+    write_video(path, texture_frames(150, 96, 128), 25.0, codec=codec, options={"g": "12"})  # 6 s
+    specs = [VideoSpec(frames=17, fps=8.0, height=64, width=64), VideoSpec(frames=16, fps=25.0, height=48, width=48),
+             VideoSpec(frames=40, fps=16.0, height=96, width=160),  # enlarged, 2.5 s
+             VideoSpec(frames=30, fps=4.0, height=32, width=32)]  # a 7.5 s window: the whole clip, uniformly
+    for spec in specs:
+        for start, end in [(None, None), (1.0, 4.5), (2.3, None), (None, 1.7), (4.96, 5.3)]:
+            want, n = old_path(path, spec, start, end)
+            sv = load_video(path, spec, start, end)
+            assert sv.frames.shape == want.shape and sv.frames.dtype == np.uint8
+            np.testing.assert_array_equal(sv.frames, want, err_msg=f"{spec} [{start}, {end})")
+            assert (sv.source_frames, sv.source_fps, sv.source_height, sv.source_width) == (n, 25.0, 96, 128)
+            assert sv.source_duration == pytest.approx(n / 25.0) and sv.warnings == ()
+
+
+def test_load_video_converts_only_the_frames_it_needs(tmp_path, monkeypatch):
+    path = tmp_path / "long.mp4"  # 60 s at 30 fps, a keyframe every 2 s
+    write_video(path, texture_frames(1800, 64, 96), 30.0, options={"preset": "ultrafast", "g": "60"})
+    calls = count_conversions(monkeypatch)
+    spec = VideoSpec(frames=17, fps=8.0, height=64, width=64)
+    sv = load_video(path, spec)
+    assert calls[0] == 17 and sv.source_frames == 1800  # of 1800 frames, the 17 of the window
+    want, _ = old_path(path, spec)
+    np.testing.assert_array_equal(sv.frames, want)
+    calls[0] = 0
+    sv = load_video(path, spec, start_sec=40.0, end_sec=43.0)
+    assert calls[0] == 17 and sv.source_frames == 90
+    np.testing.assert_array_equal(sv.frames, old_path(path, spec, 40.0, 43.0)[0])
+    calls[0] = 0
+    short = VideoSpec(frames=17, fps=8.0, height=32, width=32, min_source_frames=4)
+    sv = load_video(path, short, start_sec=10.0, end_sec=10.3)  # 9 frames, fewer than the window's 17
+    assert calls[0] == 9 and sv.source_frames == 9  # repeated frames are converted once
+    np.testing.assert_array_equal(sv.frames, old_path(path, short, 10.0, 10.3)[0])
+
+
+def test_load_video_memory_does_not_hold_the_clip(tmp_path):
+    """Python-visible allocations (numpy included) of load_video on a 20 s 640x360 clip: a full frame or two and
+    the standard clip, against the ~830 MB the decode-all path allocates."""
+    path = tmp_path / "big.mp4"
+    n, h, w = 600, 360, 640
+    write_video(path, texture_frames(n, h, w), 30.0, options={"preset": "ultrafast"})
+    spec = VideoSpec(frames=17, fps=8.0, height=64, width=64)
+    tracemalloc.start()
+    try:
+        sv = load_video(path, spec)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert sv.source_frames == n
+    clip = n * h * w * 3  # bytes of the clip at full size
+    assert peak < 4 * h * w * 3 + sv.frames.nbytes + 2**20 and peak < clip / 50, (peak, clip)
+
+
+def test_load_video_truncated_file_uses_the_frames_that_decode(tmp_path):
+    intact = remux(_clip(tmp_path), tmp_path / "fs.mp4", "mp4", {"movflags": "faststart"})  # index up front
+    data = intact.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[:int(len(data) * 0.6)])  # 60% of the bytes: the index says 120 frames, ~60 are there
+    spec = VideoSpec(frames=17, fps=8.0, height=32, width=32)
+    sv = load_video(cut, spec)
+    assert 40 <= sv.source_frames < 110 and sv.frames.shape == (17, 32, 32, 3)
+    assert len(sv.warnings) >= 1 and "truncated or damaged" in sv.warnings[0] and "120 frames" in sv.warnings[0]
+    assert sv.metadata()["warnings"] == list(sv.warnings)
+    # the clip is the standard clip of the frames that decode: those of the intact file, up to the cut
+    frames, fps = decode_video(intact)
+    np.testing.assert_array_equal(sv.frames, standardize(frames[:sv.source_frames], fps, spec))
+
+    mkv = remux(intact, tmp_path / "clip.mkv", "matroska")  # no frame count in the metadata: counted by demuxing
+    data = mkv.read_bytes()
+    cut_mkv = tmp_path / "cut.mkv"
+    cut_mkv.write_bytes(data[:int(len(data) * 0.6)])
+    sv = load_video(cut_mkv, spec)
+    assert 40 <= sv.source_frames < 110 and "truncated or damaged" in sv.warnings[0]
+    np.testing.assert_array_equal(sv.frames, standardize(frames[:sv.source_frames], fps, spec))
+
+
+def test_load_video_garbage_inside_replaces_the_frames_that_fail(tmp_path):
+    path = _clip(tmp_path)
+    data = bytearray(path.read_bytes())
+    with av.open(str(path)) as c:  # overwrite 4 packets in the middle (the index stays intact)
+        entries = [(e.pos, e.size) for e in c.streams.video[0].index_entries]
+    start, end = entries[58][0], entries[62][0] + entries[62][1]
+    data[start:end] = np.random.default_rng(0).integers(0, 256, end - start, dtype=np.uint8).tobytes()
+    bad = tmp_path / "garbage.mp4"
+    bad.write_bytes(bytes(data))
+    spec = VideoSpec(frames=17, fps=8.0, height=32, width=32)
+    sv = load_video(bad, spec)
+    assert sv.frames.shape == (17, 32, 32, 3) and sv.source_frames == 120
+    assert any("could not be decoded" in w for w in sv.warnings), sv.warnings
+    assert "warnings" in sv.metadata()
+    good = load_video(path, spec)
+    assert good.warnings == () and "warnings" not in good.metadata()
+    assert (sv.frames[:7] == good.frames[:7]).all()  # before the damage: the same frames
+
+
+def test_load_video_too_truncated_is_an_error(tmp_path):
+    intact = remux(_clip(tmp_path), tmp_path / "fs.mp4", "mp4", {"movflags": "faststart"})
+    with av.open(str(intact)) as c:
+        third = c.streams.video[0].index_entries[3].pos  # the bytes of 3 packets only
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(intact.read_bytes()[:third])
+    with pytest.raises(VideoError, match="truncated or damaged") as e:
+        load_video(cut, VideoSpec(frames=17, fps=8.0, height=32, width=32, min_source_frames=4))
+    assert str(cut) in str(e.value)
+    moov_at_end = tmp_path / "tail.mp4"  # without its index (at the end, cut off) an mp4 cannot be opened at all
+    moov_at_end.write_bytes(_clip(tmp_path).read_bytes()[:20_000])
+    with pytest.raises(VideoError, match="cannot be decoded"):
+        load_video(moov_at_end, VideoSpec())
+
+
+def _clip(tmp_path: Path) -> Path:
+    """4 s at 30 fps, 64x96, one keyframe (x264's default GOP): the damaged files' source."""
+    path = tmp_path / "src.mp4"
+    if not path.exists():
+        write_video(path, texture_frames(120, 64, 96), 30.0)
+    return path
+
+
+def test_write_video_from_an_iterable(tmp_path):
+    path = tmp_path / "it.mp4"
+    write_video(path, texture_frames(10, 32, 48), 8.0, options={"preset": "ultrafast"})
+    frames, fps = decode_video(path)
+    assert frames.shape == (10, 32, 48, 3) and fps == pytest.approx(8.0)
+    with pytest.raises(ValueError, match="frame 1 is"):
+        write_video(tmp_path / "bad.mp4", iter([np.zeros((32, 48, 3), np.uint8), np.zeros((32, 40, 3), np.uint8)]), 8.0)
+    with pytest.raises(ValueError, match="no frames"):
+        write_video(tmp_path / "empty.mp4", iter([]), 8.0)
+    with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
+        write_video(tmp_path / "bad.mp4", iter([np.zeros((32, 48), np.uint8)]), 8.0)
+
+
+@pytest.mark.parametrize("fmt", ["mpegts", "h264", "matroska"])
+def test_load_video_other_containers(tmp_path, fmt):
+    """mpegts seeks to a packet, not a keyframe (load_video seeks further back); a raw H.264 stream cannot seek
+    and has no timestamps (decoded from the start, frames numbered by position); matroska has no frame count.
+    Each gives exactly the standard clip of all its frames."""
+    src = tmp_path / "src.mp4"  # 8 s at 30 fps, a keyframe every 30 frames
+    write_video(src, texture_frames(240, 64, 96), 30.0, options={"g": "30"})
+    path = remux(src, tmp_path / f"clip.{fmt}", fmt)
+    frames, fps = decode_video(path)  # (240, 64, 96, 3): every frame, no range (decode_video seeks for a range)
+    assert len(frames) == 240 and fps == (25.0 if fmt == "h264" else 30.0)  # raw H.264 has no rate: FFmpeg's 25
+    spec = VideoSpec(frames=17, fps=8.0, height=32, width=32)
+    for start, end in [(None, None), (2.0, 5.0), (5.5, None)]:
+        lo, hi = round((start or 0) * fps), 240 if end is None else round(end * fps)
+        sv = load_video(path, spec, start, end)
+        assert sv.source_frames == hi - lo and sv.source_fps == fps
+        np.testing.assert_array_equal(sv.frames, standardize(frames[lo:hi], fps, spec), err_msg=f"[{start}, {end})")
+
+
+def test_load_video_variable_frame_rate_takes_the_nearest_frame_in_time(tmp_path):
+    from fractions import Fraction
+
+    path = tmp_path / "vfr.mp4"  # 30 fps nominal, frame 45 shown for 4 frame times (a gap in the timestamps)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=30)
+        s.width, s.height, s.pix_fmt = 96, 64, "yuv420p"
+        s.codec_context.time_base = s.time_base = Fraction(1, 30)
+        t = 0
+        for i, frame in enumerate(texture_frames(90, 64, 96)):
+            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            vf.pts, vf.time_base = t, Fraction(1, 30)
+            t += 4 if i == 45 else 1
+            for pkt in s.encode(vf):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    spec = VideoSpec(frames=17, fps=30.0, height=64, width=96)  # the source's size: the frame numbers stay legible
+    sv = load_video(path, spec)  # 90 frames over 93 frame times: 29.03 fps on average
+    assert sv.frames.shape == (17, 64, 96, 3) and sv.source_frames == 90
+    assert any("timestamps skip" in w for w in sv.warnings), sv.warnings
+    numbers = [sum(1 << b for b in range(12) if f[2:6, 8 * b + 2:8 * b + 6].mean() > 128) for f in sv.frames]
+    assert numbers == sorted(numbers) and numbers.count(45) >= 2, numbers  # frame 45 held across the gap
+    assert set(np.diff(numbers)) <= {0, 1, 2}, numbers
