@@ -31,8 +31,11 @@ def _clean(cfg: Any) -> Any:
     return cfg
 
 
-def _config_hash(cfg: dict) -> str:
-    return hashlib.sha256(json.dumps(_clean(cfg), sort_keys=True, default=str).encode()).hexdigest()[:16]
+def _config_hash(cfg: dict, clean: dict | None = None) -> str:
+    """``clean``: entries added as they are, known to be what :func:`_clean` would leave them (a tokenizer's
+    256 k-entry vocabulary as (token, id) pairs: cleaning it would take most of a second to change nothing)."""
+    return hashlib.sha256(json.dumps({**_clean(cfg), **(clean or {})}, sort_keys=True,
+                                     default=str).encode()).hexdigest()[:16]
 
 
 def _weights_hash(modules) -> str:
@@ -132,6 +135,7 @@ class Backbone(ABC):
         """The transformer's output, batched: z_t (B, C, F', H', W'), model_t (B,), text (B, L, D)."""
 
     _weights_hash: str | None = None
+    _configs_identity: dict[str, Any] | None = None
     _record: dict[str, Any] | None = None   # what this model was loaded from (record.py), without its hash
     record_status: str = "none"
     """How :meth:`identity` gets the weights hash: ``"matched"`` (from the record given to ``load_backbone``,
@@ -148,13 +152,16 @@ class Backbone(ABC):
         """What makes this model this model: hashes of everything that changes the vectors (every component's
         config and exact weights, the scheduler, the tokenizer's vocabulary, the text length). Families with
         ``transformer``, ``vae``, ``text_encoder``, ``tokenizer``, ``scheduler_config`` and ``text_max_length``
-        (diffusers layouts) use this as it is. The weights hash is computed once (or taken from a matching
-        weights record, see ``record.py``)."""
-        configs = {"transformer": dict(self.transformer.config), "vae": dict(self.vae.config),
-                   "text_encoder": self.text_encoder.config.to_dict(), "scheduler": self.scheduler_config,
-                   "tokenizer": sorted(self.tokenizer.get_vocab().items()), "text_max_length": self.text_max_length}
-        return {"family": self.family, "transformer_config": _config_hash(configs["transformer"]),
-                "configs": _config_hash(configs), "weights": self._weights(),
+        (diffusers layouts) use this as it is. Computed once (the weights hash possibly taken from a matching
+        weights record, see ``record.py``) until :meth:`invalidate_identity`."""
+        if self._configs_identity is None:
+            configs = {"transformer": dict(self.transformer.config), "vae": dict(self.vae.config),
+                       "text_encoder": self.text_encoder.config.to_dict(), "scheduler": self.scheduler_config,
+                       "text_max_length": self.text_max_length}
+            vocab = sorted(self.tokenizer.get_vocab().items())
+            self._configs_identity = {"transformer_config": _config_hash(configs["transformer"]),
+                                      "configs": _config_hash(configs, clean={"tokenizer": vocab})}
+        return {"family": self.family, **self._configs_identity, "weights": self._weights(),
                 "num_params": sum(p.numel() for p in self.transformer.parameters())}
 
     def weights_record(self) -> dict[str, Any] | None:
@@ -165,7 +172,7 @@ class Backbone(ABC):
         (:meth:`invalidate_identity`): no file vouches for its weights."""
         if self._record is None:
             return None
-        rec = {**self._record, "weights": self._weights()}
+        rec = {**json.loads(json.dumps(self._record)), "weights": self._weights()}
         if rec.get("kind") == "preset":
             rec["calibration"] = self.calibration()
         return rec
@@ -179,6 +186,7 @@ class Backbone(ABC):
         """Called after the weights change (fine-tuning), so identity() is recomputed (and no record of the files
         it was loaded from is given any more: they no longer hold these weights)."""
         self._weights_hash = None
+        self._configs_identity = None
         self._record = None
         self.record_status = "none"
 
