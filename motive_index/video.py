@@ -34,8 +34,9 @@ __all__ = ["StandardVideo", "write_video", "decode_video", "standardize", "load_
            "video_encoder"]
 
 # The decoder's thread type for load_video: PyAV's default, "SLICE" (FFmpeg picks the thread count). "AUTO"
-# adds frame threads; on 2 shared cores it was no faster on the 720p60 clip of benchmarks/decode.py, and on a
-# truncated file it drops the last frames before the damage without reporting an error, so it is not the default.
+# adds frame threads: on 2 shared cores benchmarks/decode.py found no steady gain (CPU time alike; wall time
+# better for one and then the other in two runs), and on a truncated file frame threads drop the last frames
+# before the damage without reporting an error, so it is not the default.
 THREAD_TYPE = "SLICE"
 
 
