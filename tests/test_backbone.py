@@ -80,3 +80,17 @@ def test_load_errors_name_the_problem(tmp_path):
     (tmp_path / "transformer" / "config.json").write_text('{"_class_name": "WanTransformer3DModel"}')
     with pytest.raises(ModelLoadError, match="missing component folder|could not load"):
         load_backbone(tmp_path)
+
+
+def test_identity_configs_hash_is_the_documented_one(tiny):
+    """identity() computes its configs hash once and hashes the vocabulary without the _clean pass: the value must
+    stay what every stored fingerprint holds, sha256 of the cleaned configs with the sorted vocabulary."""
+    import hashlib
+
+    from motive_index.backbones.base import _clean
+
+    configs = {"transformer": dict(tiny.transformer.config), "vae": dict(tiny.vae.config),
+               "text_encoder": tiny.text_encoder.config.to_dict(), "scheduler": tiny.scheduler_config,
+               "tokenizer": sorted(tiny.tokenizer.get_vocab().items()), "text_max_length": tiny.text_max_length}
+    want = hashlib.sha256(json.dumps(_clean(configs), sort_keys=True, default=str).encode()).hexdigest()[:16]
+    assert tiny.identity()["configs"] == want
