@@ -94,15 +94,36 @@ def _read_settings(index_dir: Path, model_given: bool) -> dict:
     return settings
 
 
-def _write_settings(index_dir: Path, model: str, mask: MaskConfig, checkpointing: bool = False) -> None:
+def _write_settings(index_dir: Path, model: str, mask: MaskConfig, checkpointing: bool = False,
+                    record: dict | None = None) -> None:
     """Where the model (and a learned flow model) live and how to run it: needed to query, but not part of the
-    fingerprint."""
+    fingerprint. ``record``: the model's weights record (``backbones/record.py``), so that opening the index
+    later does not rehash every weight while the model's files are unchanged."""
     path = index_dir / SETTINGS_FILE
     if not path.is_file():
         settings = {"model": model, "checkpointing": bool(checkpointing)}
         if mask.flow_model:
             settings["flow_model"] = str(Path(mask.flow_model).resolve())
+        if record is not None:
+            settings["weights_record"] = record
         atomic_write(path, json.dumps(settings, indent=2))
+    else:
+        _save_record(index_dir, model, record)
+
+
+def _save_record(index_dir: Path, model: str, record: dict | None) -> None:
+    """Keep ``record`` in settings.json when it describes the model the settings name and differs from the one
+    kept (the model's files were touched, a library upgraded, or the index predates records)."""
+    path = index_dir / SETTINGS_FILE
+    if record is None:
+        return
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(settings, dict) and settings.get("model") == model and settings.get("weights_record") != record:
+            settings["weights_record"] = record
+            atomic_write(path, json.dumps(settings, indent=2))
+    except (OSError, ValueError) as e:  # a read-only index still answers queries; the next load rehashes again
+        log.info("could not keep the weights record in %s: %s", path, e)
 
 
 def _model_ref(model: str | Path) -> str:
@@ -128,6 +149,9 @@ class MotiveIndex:
         self.device = device
         settings = _read_settings(self.path, model_given=model is not None)
         self.model_ref = model or settings.get("model")
+        # the weights record vouches for the model the settings name (not for another one given with --model)
+        self._settings_model = settings.get("model")
+        self.weights_record = settings.get("weights_record") if self.model_ref == self._settings_model else None
         self.flow_model = settings.get("flow_model", "")
         self.checkpointing = bool(settings.get("checkpointing", False))
         from .store import ClipStore
@@ -187,7 +211,10 @@ class MotiveIndex:
         from .gradients import GradientEngine
         from .store import ClipStore
 
-        backbone = load_backbone(model, device=device)
+        model_ref = _model_ref(model)
+        settings = _read_settings(index_dir, model_given=True)   # a resumed build: its record, if the same model
+        backbone = load_backbone(model, device=device, record=(settings.get("weights_record")
+                                                               if settings.get("model") == model_ref else None))
         if not isinstance(mask, MaskConfig):
             mask = MaskConfig(kind=mask, **({"motion": motion} if motion else {}))
         elif motion and motion != mask.motion:
@@ -205,7 +232,7 @@ class MotiveIndex:
                                   backbone.spec, mask_fingerprint=fp["mask"])
             ClipStore.create(index_dir / FEATURES_DIR, fz.fingerprint(), fz.dim, tombstones=store.tombstones,
                              lock=store.write_lock)
-        _write_settings(index_dir, _model_ref(model), mask, checkpointing)
+        _write_settings(index_dir, model_ref, mask, checkpointing, record=backbone.weights_record())
         self = cls(index_dir, store, device=device)
         self._engine = engine
         if self.features_store is not None:
@@ -371,17 +398,55 @@ class MotiveIndex:
         if not self.model_ref:
             raise IndexStateError(f"index {str(self.path)!r} records no model; pass model=... (--model)")
         fp = self.store.fingerprint
-        backbone = load_backbone(self.model_ref, device=self.device)
+        # with the build's weights record the weights hash is not recomputed while the model's files are unchanged
+        backbone = load_backbone(self.model_ref, device=self.device, record=self.weights_record)
         mask = dict(fp["mask"])
         if mask.get("flow") == "learned":  # stored as the model file's hash; the path is in settings.json
             mask["flow_model"] = self.flow_model
         engine = GradientEngine(backbone, MaskConfig.from_dict(mask), EstimatorConfig.from_dict(fp["estimator"]),
                                 ProjectionConfig.from_dict(fp["projection"]), checkpointing=self.checkpointing)
         check_fingerprint(fp, engine.fingerprint())  # e.g. the model directory changed since the build
+        if backbone.record_status != "matched" and self.model_ref == self._settings_model:
+            # hashed in full and it is the index's model: keep the fresh record (files touched, a library
+            # upgraded, or an index from before records), so the next load does not hash again
+            self.weights_record = backbone.weights_record()
+            _save_record(self.path, self.model_ref, self.weights_record)
         if self.features_store is not None:
             self._featurizer = self._make_featurizer(engine)
         self._engine = engine
         return engine
+
+    def verify_model(self) -> dict[str, Any]:
+        """Rehash the model's weights in full (ignoring the weights record) and compare its identity with the
+        index's fingerprint: ``{"match": bool, "differs": [identity fields], "seconds": float}``. When it
+        matches, the record is refreshed (the files are now vouched for by a full hash)."""
+        from .backbones import load_backbone
+
+        if not self.model_ref:
+            raise IndexStateError(f"index {str(self.path)!r} records no model; pass model=... (--model)")
+        t0 = time.perf_counter()
+        backbone = load_backbone(self.model_ref, device=self.device, verify=True)
+        ident, stored = backbone.identity(), self.store.fingerprint["model"]
+        differs = sorted(k for k in set(ident) | set(stored) if ident.get(k) != stored.get(k))
+        if not differs and self.model_ref == self._settings_model:
+            self.weights_record = backbone.weights_record()
+            _save_record(self.path, self.model_ref, self.weights_record)
+        return {"match": not differs, "differs": differs, "seconds": time.perf_counter() - t0}
+
+    def _model_files(self) -> str:
+        """Whether the model's files are as the weights record saw them (stat calls and header reads only)."""
+        from .backbones import check_record
+
+        if not self.model_ref:
+            return "no model recorded"
+        if self.weights_record is None:
+            return "no weights record (the next load hashes every weight)"
+        try:
+            why = check_record(self.model_ref, self.weights_record)
+        except MotiveIndexError as e:
+            return f"cannot be read: {e}"
+        return ("unchanged since the weights record (loads without rehashing)" if why is None
+                else f"changed since the weights record: {why} (the next load rehashes every weight)")
 
     @contextmanager
     def _writing(self, command: str, wait: bool = True):
@@ -598,10 +663,14 @@ class MotiveIndex:
         stats["stale"] = version != self.store.version
         return stats
 
-    def info(self) -> dict[str, Any]:
+    def info(self, verify: bool = False) -> dict[str, Any]:
+        """What the index holds. ``verify``: also rehash the model's weights in full and compare them with the
+        fingerprint (:meth:`verify_model`; seconds to minutes for a real model)."""
         fp = self.store.fingerprint
+        extra = {"verify": self.verify_model()} if verify else {}
         return {"index": str(self.path), "size": len(self.store), "store_version": self.store.version,
-                "dim": self.store.dim, "model": self.model_ref, "failed": len(self.store.failures()),
+                "dim": self.store.dim, "model": self.model_ref, "model_files": self._model_files(), **extra,
+                "failed": len(self.store.failures()),
                 "removed": len(self.store.removed()), "search": self._search_stats(),
                 "motion_channel": ({"size": len(self.features_store), "dim": self.features_store.dim,
                                     "fingerprint": self.features_store.fingerprint}

@@ -272,7 +272,9 @@ def remove(clip_ids, index_dir, manifest, reason, no_wait, as_json):
     """Remove clips: from the moment this returns they are in no result, and no later add stores them again.
     Run `purge` to erase them from the index's old versions on disk as well."""
     from .api import MotiveIndex
-    from .manifest import read_manifest
+
+    if manifest:
+        from .manifest import read_manifest  # pandas: only when a manifest is given
 
     ids = list(clip_ids) + ([c.clip_id for c in read_manifest(manifest)] if manifest else [])
     if not ids:
@@ -416,23 +418,31 @@ def mask(video, out, model, index_dir, motion, flow, flow_model, normalize, star
 
 @main.command()
 @click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--verify", is_flag=True,
+              help="Rehash the model's weights in full and compare them with the fingerprint (slow for big models).")
 @click.option("--json", "as_json", is_flag=True)
-def info(index_dir, as_json):
+def info(index_dir, verify, as_json):
     """Size, fingerprint, model and store version of an index."""
     from .api import MotiveIndex
 
-    d = MotiveIndex.open(index_dir).info()
+    d = MotiveIndex.open(index_dir).info(verify=verify)
     fp = d["fingerprint"]
     text = (f"index {d['index']}\n  clips {d['size']} (failed {d['failed']}), store version {d['store_version']}\n"
             f"  model {d['model']} ({fp['model']['family']}, weights {fp['model']['weights']}, "
-            f"{fp['model']['num_params']:,} params)\n"
+            f"{fp['model']['num_params']:,} params)\n  model files: {d['model_files']}\n"
             f"  video {fp['video']}\n  mask {fp['mask']}\n  estimator {fp['estimator']}\n"
             f"  projection {fp['projection']}\n"
             f"  search {_search_text(d['search'])}")
     mc = d.get("motion_channel")
     text += (f"\n  motion channel: {mc['size']} clips, {mc['dim']} dims, {mc['fingerprint']['features']}" if mc else
              "\n  motion channel: none (built with --no-features)")
+    v = d.get("verify")
+    if v is not None:
+        text += (f"\n  verify: the weights, rehashed in full, match the fingerprint ({v['seconds']:.1f}s)" if v["match"]
+                 else f"\n  verify: MISMATCH with the fingerprint in {', '.join(v['differs'])} ({v['seconds']:.1f}s)")
     _emit(d, as_json, text)
+    if v is not None and not v["match"]:
+        sys.exit(2)
 
 
 @main.command()
