@@ -167,6 +167,7 @@ class MotiveIndex:
         self._featurizer = None
         self._indexes: dict[str, Any] = {}
         self._index_lock = threading.Lock()  # one catch-up at a time; searches use the index they got
+        self._engine_lock = threading.Lock()
 
     # ----- building ------------------------------------------------------------------------------------------
     @classmethod
@@ -391,6 +392,12 @@ class MotiveIndex:
     def _ensure_engine(self):
         if self._engine is not None:
             return self._engine
+        with self._engine_lock:  # many threads may ask at once: the model is loaded once
+            if self._engine is None:
+                self._load_engine()
+            return self._engine
+
+    def _load_engine(self):
         from .backbones import load_backbone
         from .gradients import GradientEngine
         from .store import check_fingerprint

@@ -7,6 +7,12 @@ z_t = (1-σ) z0 + σ ε at one fixed timestep with one seeded ε -> L = mean(W (
 The gradient is never gathered: a post-accumulate-grad hook on every selected parameter hands its gradient to
 the projector's accumulator the moment backward has finished it, and frees it. Peak memory is the model, the
 activations, the accumulator's fold and the gradients backward has not yet handed over.
+
+Threads: :meth:`GradientEngine.read` (decode, flow, mask: CPU work that mostly releases the GIL) runs in any
+number of threads at once; everything that touches the model (VAE and text encodings in :meth:`prepare`, the
+forward and backward of :meth:`vector`, whose hooks sit on the shared parameters) holds the engine's model
+lock, so two clips never feed each other's accumulators. On a CPU torch already uses every core for one
+clip's work, so one model at a time loses nothing there.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import hashlib
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,6 +105,8 @@ class GradientEngine:
         self.noises = [torch.randn(backbone.latent_shape(), generator=gen).to(backbone.device)
                        for _ in self.timesteps]
         self.noise = self.noises[0]
+        #: held by all work on the model (encodings, forward and backward): one clip at a time
+        self.model_lock = threading.RLock()
 
     def fingerprint(self) -> dict[str, Any]:
         """Everything that makes two vectors comparable."""
@@ -125,12 +134,14 @@ class GradientEngine:
         """Decode, standardize, mask, encode (``read``: the result of :meth:`read`, if already done)."""
         video, mm, timings = read if read is not None else self.read(path, start_sec, end_sec)
         bb = self.backbone
-        t2 = time.perf_counter()
         w = to_latent_grid(mm.weight, bb.temporal_factor, bb.spatial_factor, bb.first_frame_alone)
-        z0 = bb.encode_video(frames_to_tensor(video.frames))
-        t3 = time.perf_counter()
-        text = bb.encode_text(caption or "")
-        t4 = time.perf_counter()
+        frames = frames_to_tensor(video.frames)
+        with self.model_lock:
+            t2 = time.perf_counter()
+            z0 = bb.encode_video(frames)
+            t3 = time.perf_counter()
+            text = bb.encode_text(caption or "")  # its cache is shared: under the lock too
+            t4 = time.perf_counter()
         meta = dict(video.metadata())
         meta.update(static=bool(mm.static))
         return PreparedClip(name=name or str(path), latents=z0, weight=torch.from_numpy(w).to(bb.device),
@@ -175,19 +186,22 @@ class GradientEngine:
         acc = self.projector.accumulator(bb.device)
         feed = [0.0]
         k = len(self.timesteps)
-        t0 = time.perf_counter()
         losses = []
         autocast = torch.autocast(bb.device.type, dtype=torch.bfloat16, enabled=self.estimator.precision == "bf16")
-        with self._streaming(acc, feed), torch.enable_grad():
-            for timestep, noise in zip(self.timesteps, self.noises):  # K shared pairs: the mean of K gradients
-                z_t, model_t, target = bb.noisy_input(clip.latents[None], noise[None], timestep)
-                with autocast:
-                    pred = bb.predict(z_t, model_t, clip.text[None])
-                loss = weighted_loss(self.estimator.loss, pred[0], target[0], clip.weight)
-                if not torch.isfinite(loss):
-                    raise GradientError(clip.name, f"loss is {loss.item()} (not finite) at timestep {timestep}")
-                (loss / k).backward()  # the hooks stream every parameter's gradient into acc
-                losses.append(float(loss.detach()))
+        with self.model_lock:  # waiting for another clip's turn is not this clip's fwd_bwd time
+            t0 = time.perf_counter()
+            with self._streaming(acc, feed), torch.enable_grad():
+                # K shared pairs: the mean of K gradients
+                for timestep, noise in zip(self.timesteps, self.noises):
+                    z_t, model_t, target = bb.noisy_input(clip.latents[None], noise[None], timestep)
+                    with autocast:
+                        pred = bb.predict(z_t, model_t, clip.text[None])
+                    loss = weighted_loss(self.estimator.loss, pred[0], target[0], clip.weight)
+                    if not torch.isfinite(loss):
+                        raise GradientError(clip.name,
+                                            f"loss is {loss.item()} (not finite) at timestep {timestep}")
+                    (loss / k).backward()  # the hooks stream every parameter's gradient into acc
+                    losses.append(float(loss.detach()))
         t1 = time.perf_counter()
         v = acc.result()
         if not bool(torch.isfinite(v).all()):  # every projected entry sums every gradient entry

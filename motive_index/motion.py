@@ -10,6 +10,7 @@ from owning the fit (it holds only the cells it covers), and a forward–backwar
 
 from __future__ import annotations
 
+import threading
 import zipfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -51,13 +52,14 @@ class DISFlow(FlowEstimator):
     def __init__(self, preset: str = "auto"):
         self.name = f"dis-{preset}"
         self.preset = preset
-        self._dis: dict[str, cv2.DISOpticalFlow] = {}
+        self._local = threading.local()  # OpenCV's DIS objects keep state between calls: one set per thread
 
     def flow(self, prev, nxt):
         preset = self.preset if self.preset != "auto" else ("fast" if min(prev.shape) < 128 else "medium")
-        dis = self._dis.get(preset)
+        cache = self._local.__dict__.setdefault("dis", {})
+        dis = cache.get(preset)
         if dis is None:
-            dis = self._dis[preset] = cv2.DISOpticalFlow_create(_DIS_PRESETS[preset])
+            dis = cache[preset] = cv2.DISOpticalFlow_create(_DIS_PRESETS[preset])
         return dis.calc(prev, nxt, None)
 
 
@@ -95,6 +97,7 @@ class LearnedFlow(FlowEstimator):
             raise ModelLoadError(f"flow_model={str(path)!r} could not be loaded as a torch.export (.pt2) or "
                                  f"TorchScript (.pt) flow model: {e}") from e
         self._model.to(self.device)
+        self._lock = threading.Lock()  # one forward at a time: an exported module is not promised thread-safe
 
     def flow(self, prev, nxt):
         torch = self._torch
@@ -105,7 +108,7 @@ class LearnedFlow(FlowEstimator):
             t = torch.from_numpy(g).float().div(127.5).sub(1.0)[None, None].expand(1, 3, h, w)
             return torch.nn.functional.pad(t, (0, pw, 0, ph), mode="replicate").to(self.device)
 
-        with torch.no_grad():
+        with torch.no_grad(), self._lock:
             out = self._model(prep(prev), prep(nxt))
         if isinstance(out, (list, tuple)):
             out = out[-1]
