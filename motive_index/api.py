@@ -76,6 +76,9 @@ class QueryResult:
                 "timings": self.timings}
 
 
+_SETTINGS_TYPES = {"model": str, "flow_model": str, "checkpointing": bool, "weights_record": dict}
+
+
 def _read_settings(index_dir: Path, model_given: bool) -> dict:
     """``settings.json`` of an index ({} if absent). A corrupt file is an :class:`IndexStateError` naming it and
     the fix, unless the model is given anyway (then a warning: the model path is what it holds)."""
@@ -84,6 +87,9 @@ def _read_settings(index_dir: Path, model_given: bool) -> dict:
         settings = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
         if not isinstance(settings, dict):
             raise ValueError(f"a JSON object was expected, got {type(settings).__name__}")
+        for key, kind in _SETTINGS_TYPES.items():
+            if key in settings and not isinstance(settings[key], kind):
+                raise ValueError(f"{key!r} is {settings[key]!r}, not a {kind.__name__}")
     except (ValueError, UnicodeDecodeError) as e:
         if model_given:
             log.warning("%s is corrupt (%s); using the model given", path, e)
@@ -403,7 +409,8 @@ class MotiveIndex:
         from .store import check_fingerprint
 
         if not self.model_ref:
-            raise IndexStateError(f"index {str(self.path)!r} records no model; pass model=... (--model)")
+            raise IndexStateError(f"index {str(self.path)!r} records no model ({SETTINGS_FILE} is missing or names "
+                                  f"none); pass model=... (--model MODEL_DIR)")
         fp = self.store.fingerprint
         # with the build's weights record the weights hash is not recomputed while the model's files are unchanged
         backbone = load_backbone(self.model_ref, device=self.device, record=self.weights_record)
@@ -430,7 +437,8 @@ class MotiveIndex:
         from .backbones import load_backbone
 
         if not self.model_ref:
-            raise IndexStateError(f"index {str(self.path)!r} records no model; pass model=... (--model)")
+            raise IndexStateError(f"index {str(self.path)!r} records no model ({SETTINGS_FILE} is missing or names "
+                                  f"none); pass model=... (--model MODEL_DIR)")
         t0 = time.perf_counter()
         backbone = load_backbone(self.model_ref, device=self.device, verify=True)
         ident, stored = backbone.identity(), self.store.fingerprint["model"]

@@ -362,3 +362,16 @@ def test_corrupt_settings_is_a_clear_user_error(index_copy):
         MotiveIndex.open(index_copy)
     assert isinstance(e.value, ValueError) and e.value.exit_code == 2
     assert MotiveIndex.open(index_copy, model="tiny").model_ref == "tiny"  # a model given: usable
+
+
+@pytest.mark.parametrize("text", ['{"model": 123}', '["tiny"]', '{"model": "tiny", "checkpointing": "yes"}'])
+def test_settings_of_the_wrong_shape_are_a_clear_user_error(index_copy, text):
+    (index_copy / "settings.json").write_text(text)
+    with pytest.raises(IndexStateError, match="settings.json.*corrupt"):
+        MotiveIndex.open(index_copy)
+
+
+def test_missing_settings_names_the_file(index_copy):
+    (index_copy / "settings.json").unlink()
+    with pytest.raises(IndexStateError, match="settings.json is missing.*--model"):
+        MotiveIndex.open(index_copy).embed("any.mp4")
