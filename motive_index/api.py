@@ -172,6 +172,7 @@ class MotiveIndex:
         self._engine = None
         self._featurizer = None
         self._indexes: dict[str, Any] = {}
+        self._nulls: dict[str, Any] = {}  # channel -> calibration.NullDistribution of its index's store version
         self._index_lock = threading.Lock()  # one catch-up at a time; searches use the index they got
         self._engine_lock = threading.Lock()
 
@@ -393,7 +394,31 @@ class MotiveIndex:
             current = self._indexes.get(channel)
             if current is None or current.store_version != store.version:
                 self._indexes[channel] = open_index(store, store.path, current=current, device=self.device)
+                self._nulls[channel] = self._current_null(self._indexes[channel], store)
             return self._indexes[channel]
+
+    def _current_null(self, index, store):
+        """The channel's null distribution (``calibration.py``) for the index's store version: the saved one if
+        it was measured at that version, else measured again now from a sample of stored vectors and saved."""
+        from .calibration import load_null, measure_null, save_null
+
+        null = self._nulls.get("influence" if store is self.store else "motion") or load_null(store.path)
+        if null is not None and null.store_version == index.store_version:
+            return null
+        null = measure_null(index.ids, store.get_vectors, index.store_version)
+        if null is not None:
+            save_null(store.path, null)
+            log.info("index %s: null distribution measured on %d clips (%d pairs) in %.2f s", store.path,
+                     null.sample, null.pairs, null.seconds)
+        return null
+
+    def _calibrate(self, hits: list[Hit], channel: str = "influence") -> list[Hit]:
+        """Each hit's percentile against its channel's null (None with under two clips stored)."""
+        null = self._nulls.get(channel)
+        if null is not None:
+            for h in hits:
+                h.percentile = round(null.percentile(h.score), 2)
+        return hits
 
     def _ensure_engine(self):
         if self._engine is not None:
@@ -546,7 +571,7 @@ class MotiveIndex:
     def search(self, vector: np.ndarray, k: int = 10, negative: bool = False) -> list[Hit]:
         from .attribution import rank
 
-        return rank(self._ensure_index(), self.store, vector, k=k, negative=negative)
+        return self._calibrate(rank(self._ensure_index(), self.store, vector, k=k, negative=negative))
 
     def query(self, video: str | Path, prompt: str = "", k: int = 10, negative: bool = False,
               start_sec: float | None = None, end_sec: float | None = None, motion: str | None = None,
@@ -592,7 +617,8 @@ class MotiveIndex:
             findex = self._ensure_index("motion")
 
             def similar_to(n: int) -> list[Hit]:
-                found = rank(findex, self.features_store, desc, k=n, kind="similarity", rows_from=self.store)
+                found = self._calibrate(rank(findex, self.features_store, desc, k=n, kind="similarity",
+                                             rows_from=self.store), "motion")
                 # a still query's descriptor is orthogonal to every moving clip's: score 0 is no match at all
                 return [h for h in found if h.score > 1e-6] if static else found
 
@@ -607,6 +633,7 @@ class MotiveIndex:
                     combined_hits.append(Hit(clip_id=cid, score=score, rank=len(combined_hits) + 1, path=h.path,
                                              caption=h.caption, metadata=h.metadata, kind="combined",
                                              similarity=sim))
+                self._calibrate(combined_hits)  # their score is the influence
             timings.update(features=t4 - t3, similarity_search=time.perf_counter() - t4)
         timings["total"] = time.perf_counter() - t0
         query = {"video": str(video), "prompt": prompt, "k": k, "negative": negative, "static": static,
@@ -678,6 +705,21 @@ class MotiveIndex:
         stats["stale"] = version != self.store.version
         return stats
 
+    def calibration(self) -> dict[str, Any]:
+        """Each channel's null distribution as last measured (``calibration.py``), without measuring it:
+        ``{channel: {store_version, size, sample, pairs, quantiles: {p1 … p99.9}, stale} | None}``. ``stale``:
+        the store has moved on since (the next search measures it again)."""
+        from .calibration import load_null
+
+        out: dict[str, Any] = {}
+        for channel, store in (("influence", self.store), ("motion", self.features_store)):
+            if store is None:
+                continue
+            null = self._nulls.get(channel) or load_null(store.path)
+            out[channel] = None if null is None else {**null.summary(),
+                                                      "stale": null.store_version != store.version}
+        return out
+
     def info(self, verify: bool = False) -> dict[str, Any]:
         """What the index holds. ``verify``: also rehash the model's weights in full and compare them with the
         fingerprint (:meth:`verify_model`; seconds to minutes for a real model)."""
@@ -687,6 +729,7 @@ class MotiveIndex:
                 "dim": self.store.dim, "model": self.model_ref, "model_files": self._model_files(), **extra,
                 "failed": len(self.store.failures()),
                 "removed": len(self.store.removed()), "search": self._search_stats(),
+                "calibration": self.calibration(),
                 "motion_channel": ({"size": len(self.features_store), "dim": self.features_store.dim,
                                     "fingerprint": self.features_store.fingerprint}
                                    if self.features_store is not None else None),

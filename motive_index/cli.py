@@ -299,6 +299,23 @@ def purge(index_dir, no_wait, as_json):
           "purged: " + ", ".join(f"{k} {v} old versions" for k, v in deleted.items()))
 
 
+def _pct(hit) -> str:
+    return f"{hit.percentile:>5.1f}" if hit.percentile is not None else f"{'-':>5}"
+
+
+def _calibration_text(cal: dict) -> str:
+    out = []
+    for channel, c in cal.items():
+        if c is None:
+            out.append(f"\n  null ({channel}): not measured yet (the first query measures it)")
+            continue
+        q = c["quantiles"]
+        out.append(f"\n  null ({channel}): p50 {q['p50']:.4f}, p99 {q['p99']:.4f}, p99.9 {q['p99.9']:.4f} "
+                   f"({c['pairs']:,} pairs of {c['sample']} clips, store version {c['store_version']}"
+                   + (", stale" if c["stale"] else "") + ")")
+    return "".join(out)
+
+
 @main.command()
 @click.argument("video", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
@@ -322,17 +339,17 @@ def query(video, index_dir, prompt, k, negative, model, motion, similar, combine
         video, prompt=prompt, k=k, negative=negative, motion=motion, similar=similar, combined=combined)
     title = "most opposed" if negative else "most influential"
     lines = [f"warning: {w}" for w in result.query.get("warnings", [])]
-    lines += [f"influence: the training clips {title} to this motion (score: gradient cosine)",
-             f"{'rank':>4}  {'score':>7}  clip_id / caption"]
-    lines += [f"{h.rank:>4}  {h.score:>7.4f}  {h.clip_id}  {h.caption}" for h in result.hits]
+    lines += [f"influence: the training clips {title} to this motion (score: gradient cosine; pct: percentile "
+              f"among the index's own clip-to-clip scores)", f"{'rank':>4}  {'score':>7}  {'pct':>5}  clip_id / caption"]
+    lines += [f"{h.rank:>4}  {h.score:>7.4f}  {_pct(h)}  {h.clip_id}  {h.caption}" for h in result.hits]
     if result.similar:
         lines += ["", "motion similarity: clips that move like this; not influence (score: motion-feature cosine)",
-                  f"{'rank':>4}  {'score':>7}  clip_id / caption"]
-        lines += [f"{h.rank:>4}  {h.score:>7.4f}  {h.clip_id}  {h.caption}" for h in result.similar]
+                  f"{'rank':>4}  {'score':>7}  {'pct':>5}  clip_id / caption"]
+        lines += [f"{h.rank:>4}  {h.score:>7.4f}  {_pct(h)}  {h.clip_id}  {h.caption}" for h in result.similar]
     if result.combined:
         lines += ["", f"combined: the {3 * k} most motion-similar clips ordered by influence",
-                  f"{'rank':>4}  {'influence':>9}  {'similarity':>10}  clip_id / caption"]
-        lines += [f"{h.rank:>4}  {h.score:>9.4f}  {h.similarity:>10.4f}  {h.clip_id}  {h.caption}"
+                  f"{'rank':>4}  {'influence':>9}  {'pct':>5}  {'similarity':>10}  clip_id / caption"]
+        lines += [f"{h.rank:>4}  {h.score:>9.4f}  {_pct(h)}  {h.similarity:>10.4f}  {h.clip_id}  {h.caption}"
                   for h in result.combined]
     lines.append("time: " + ", ".join(f"{k} {v * 1000:.0f}ms" for k, v in result.timings.items()))
     _emit(result.to_dict(), as_json, "\n".join(lines))
@@ -432,7 +449,7 @@ def info(index_dir, verify, as_json):
             f"{fp['model']['num_params']:,} params)\n  model files: {d['model_files']}\n"
             f"  video {fp['video']}\n  mask {fp['mask']}\n  estimator {fp['estimator']}\n"
             f"  projection {fp['projection']}\n"
-            f"  search {_search_text(d['search'])}")
+            f"  search {_search_text(d['search'])}" + _calibration_text(d["calibration"]))
     mc = d.get("motion_channel")
     text += (f"\n  motion channel: {mc['size']} clips, {mc['dim']} dims, {mc['fingerprint']['features']}" if mc else
              "\n  motion channel: none (built with --no-features)")

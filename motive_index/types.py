@@ -31,7 +31,8 @@ class Hit:
     ``kind``: ``influence`` (score: gradient cosine, which training clips the model learned this motion from),
     ``similarity`` (score: motion-descriptor cosine, which clips move like this: not influence) or
     ``combined`` (motion-similar candidates ordered by influence: score is the influence, ``similarity`` the
-    descriptor cosine).
+    descriptor cosine). ``percentile``: how unusual ``score`` is among the index's own stored-vs-stored
+    scores of that channel (None while the index holds under two clips).
     """
 
     clip_id: str
@@ -42,10 +43,12 @@ class Hit:
     metadata: dict[str, Any] = field(default_factory=dict)
     kind: str = "influence"
     similarity: float | None = None
+    percentile: float | None = None   # share (0-100) of the channel's null scores below ``score`` (calibration.py)
 
     def to_dict(self) -> dict[str, Any]:
         d = {"clip_id": self.clip_id, "kind": self.kind, "score": self.score, "rank": self.rank,
-             "path": self.path, "caption": self.caption, "metadata": self.metadata}
+             "path": self.path, "caption": self.caption, "metadata": self.metadata,
+             "percentile": self.percentile}
         if self.similarity is not None:
             d["similarity"] = self.similarity
         return d
