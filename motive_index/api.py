@@ -455,6 +455,16 @@ class MotiveIndex:
         self._engine = engine
         return engine
 
+    def warm(self) -> float:
+        """Load the model and bring every channel's FAISS index (and its null) up to date now, rather than at the
+        first query: what a serving process does at start. Returns the seconds it took."""
+        t0 = time.perf_counter()
+        self._ensure_engine()
+        self._ensure_index()
+        if self.features_store is not None:
+            self._ensure_index("motion")
+        return time.perf_counter() - t0
+
     def verify_model(self) -> dict[str, Any]:
         """Rehash the model's weights in full (ignoring the weights record) and compare its identity with the
         index's fingerprint: ``{"match": bool, "differs": [identity fields], "seconds": float}``. When it
@@ -568,10 +578,42 @@ class MotiveIndex:
         """The query vector of a video under this index's fingerprint: (vector, PreparedClip)."""
         return self._ensure_engine().embed(str(video), prompt, start_sec, end_sec, name=str(video))
 
+    @property
+    def fingerprint_id(self) -> str:
+        """The id of this index's fingerprint: a query vector made under another id is not comparable."""
+        from .store import fingerprint_id
+
+        return fingerprint_id(self.store.fingerprint)
+
     def search(self, vector: np.ndarray, k: int = 10, negative: bool = False) -> list[Hit]:
         from .attribution import rank
 
         return self._calibrate(rank(self._ensure_index(), self.store, vector, k=k, negative=negative))
+
+    def lookup(self, vector, fingerprint: str, k: int = 10, negative: bool = False) -> list[Hit]:
+        """:meth:`search` for a vector embedded elsewhere (another process or machine, :meth:`embed`): it must
+        carry this index's :attr:`fingerprint_id` and dimension (:class:`FingerprintMismatchError` naming the
+        field otherwise); it is unit-normalized here."""
+        if fingerprint != self.fingerprint_id:
+            raise FingerprintMismatchError("fingerprint", self.fingerprint_id, fingerprint)
+        try:
+            v = np.asarray(vector, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError("vector is invalid: a list of numbers") from None
+        if v.ndim != 1:
+            raise ValueError(f"vector is invalid: a flat list of numbers, got shape {list(v.shape)}")
+        if v.shape[0] != self.store.dim:
+            raise FingerprintMismatchError("vector.dim", self.store.dim, int(v.shape[0]))
+        norm = float(np.linalg.norm(v))
+        if not np.isfinite(v).all() or norm == 0.0:
+            raise ValueError("vector is invalid: finite numbers, not all zero")
+        return self.search((v / norm).astype(np.float32), k=k, negative=negative)
+
+    def clip(self, clip_id: str) -> dict[str, Any] | None:
+        """A stored clip's row (clip_id, path, caption, metadata), or None if it is not stored or was removed."""
+        if clip_id in self.store.tombstones.ids():
+            return None
+        return self.store.rows([clip_id]).get(clip_id)
 
     def query(self, video: str | Path, prompt: str = "", k: int = 10, negative: bool = False,
               start_sec: float | None = None, end_sec: float | None = None, motion: str | None = None,
@@ -720,12 +762,24 @@ class MotiveIndex:
                                                       "stale": null.store_version != store.version}
         return out
 
+    def status(self) -> dict[str, Any]:
+        """What a serving process reports, cheaply (no table scans, no hashing): size, store version,
+        fingerprint id, model, the search index in memory (kind, recall, ``stale``: the store moved on since it
+        was caught up, e.g. another process added clips) and the calibration."""
+        return {"index": str(self.path), "size": len(self.store), "store_version": self.store.version,
+                "fingerprint": self.fingerprint_id, "dim": self.store.dim, "model": self.model_ref,
+                "removed": len(self.store.tombstones), "search": self._search_stats(),
+                "motion_channel": (None if self.features_store is None else
+                                   {"size": len(self.features_store), "dim": self.features_store.dim}),
+                "calibration": self.calibration()}
+
     def info(self, verify: bool = False) -> dict[str, Any]:
         """What the index holds. ``verify``: also rehash the model's weights in full and compare them with the
         fingerprint (:meth:`verify_model`; seconds to minutes for a real model)."""
         fp = self.store.fingerprint
         extra = {"verify": self.verify_model()} if verify else {}
         return {"index": str(self.path), "size": len(self.store), "store_version": self.store.version,
+                "fingerprint_id": self.fingerprint_id,
                 "dim": self.store.dim, "model": self.model_ref, "model_files": self._model_files(), **extra,
                 "failed": len(self.store.failures()),
                 "removed": len(self.store.removed()), "search": self._search_stats(),

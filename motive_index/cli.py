@@ -463,6 +463,49 @@ def info(index_dir, verify, as_json):
 
 
 @main.command()
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind; anything but loopback needs a token (and a TLS proxy in front).")
+@click.option("--port", default=8750, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--token", envvar="MOTIVE_INDEX_TOKEN", default=None,
+              help="Read token (env MOTIVE_INDEX_TOKEN): with a token set, every route but /healthz needs one.")
+@click.option("--curator-token", envvar="MOTIVE_INDEX_CURATOR_TOKEN", default=None,
+              help="Curator token (env MOTIVE_INDEX_CURATOR_TOKEN): needed to add and withdraw clips; without "
+                   "it those routes are off.")
+@click.option("--model", default=None, help="Override the model recorded in the index (same identity).")
+@_DEVICE
+@click.option("--max-upload-mb", default=64.0, show_default=True, type=click.FloatRange(0, min_open=True))
+@click.option("--timeout", "timeout_s", default=60.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Seconds before a request is answered 504.")
+@click.option("--queue", default=16, show_default=True, type=click.IntRange(1),
+              help="Requests of model work queued or running at most; more are answered 503 + Retry-After.")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1),
+              help="Threads doing requests' work (decode and flow overlap; the model's own work is serialized).")
+@click.option("--max-k", default=100, show_default=True, type=click.IntRange(1), help="Largest k (and similar).")
+@click.option("--uploads", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="Where clips added over HTTP are kept (default INDEX/uploads).")
+@click.option("--json-logs", is_flag=True, help="Access log as JSON lines.")
+def serve(index_dir, host, port, token, curator_token, model, device, max_upload_mb, timeout_s, queue, workers,
+          max_k, uploads, json_logs):
+    """Serve the index over HTTP (the serve extra: pip install 'motive-index[serve]'). See the README."""
+    try:
+        from .service import ServiceConfig, is_loopback, serve as run_service
+    except ImportError as e:
+        raise click.ClickException(str(e)) from None
+    if not is_loopback(host) and not token and not curator_token:
+        raise click.UsageError(f"--host {host} is not loopback: set --token (or MOTIVE_INDEX_TOKEN) to serve "
+                               f"beyond this machine, behind a TLS proxy")
+    logging.getLogger("motive_index").setLevel(logging.INFO)
+    try:
+        cfg = ServiceConfig(index=index_dir, device=device, model=model, token=token, curator_token=curator_token,
+                            max_upload_mb=max_upload_mb, timeout_s=timeout_s, queue=queue, workers=workers,
+                            max_k=max_k, uploads=uploads, json_logs=json_logs)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    run_service(cfg, host=host, port=port)
+
+
+@main.command()
 @click.option("--workdir", default="motive-demo", show_default=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--clips", "n_clips", default=48, show_default=True, type=click.IntRange(6))
 @click.option("--queries", "n_queries", default=12, show_default=True, type=click.IntRange(1))

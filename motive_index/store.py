@@ -122,6 +122,15 @@ def _first_difference(stored: Any, given: Any, path: str) -> tuple[str, Any, Any
     return None
 
 
+def fingerprint_id(fingerprint: dict) -> str:
+    """A short stable id of a fingerprint (sha256 of its canonical JSON, 16 hex digits): two indexes whose
+    vectors are comparable have the same id, so an embedding made on one machine can be matched on another."""
+    import hashlib
+
+    canon = json.dumps(normalize_fingerprint(fingerprint), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canon.encode("utf-8")).hexdigest()[:16]
+
+
 def check_fingerprint(stored: dict, given: dict) -> None:
     """Raise :class:`FingerprintMismatchError` naming the first field (dotted path) where the two differ.
 
