@@ -459,7 +459,8 @@ def _fp_rows(ev: _Evidence) -> list[tuple[str, str]]:
     es = (f"{est.get('loss', '?')} loss, timestep {est.get('timestep', '?')}, {est.get('samples', '?')} "
           f"sample(s), {est.get('precision', '?')}")
     pr = f"{proj.get('kind', '?')}, {proj.get('dim', '?')} dims, seed {proj.get('seed', '?')}"
-    vd = f"{vid.get('frames', '?')} frames at {vid.get('fps', '?')} fps, {vid.get('width', '?')}x{vid.get('height', '?')}"
+    vd = (f"{vid.get('frames', '?')} frames at {vid.get('fps', '?')} fps, "
+          f"{vid.get('width', '?')}x{vid.get('height', '?')}")
     return [("model", esc(m)), ("mask", esc(mk)), ("estimator", esc(es)), ("projection", esc(pr)),
             ("standard clip", esc(vd))]
 
@@ -469,14 +470,15 @@ def _query_section(ev: _Evidence) -> str:
         return ('<section><h2>Query</h2><div class="missing" style="min-height:120px"><b>query video '
                 f'unavailable</b><span>{esc(ev.query_error)}</span></div></section>')
     key, fps = ev.key_idx, ev.fps
-    frames = "".join(f'<figure>{_img(_enlarge(ev.frames[i], QUERY_SIDE), f"query frame {i}")}'
-                     f'<figcaption>frame {i} · {i / fps:.2f} s</figcaption></figure>' for i in key)
-    heats = "".join(f'<figure>{_img(_enlarge(_heat(ev.frames[i], ev.weight[i]), QUERY_SIDE), f"motion heatmap, frame {i}")}'
-                    f'<figcaption>frame {i} · {i / fps:.2f} s</figcaption></figure>' for i in key)
-    peak = ev.weight.max(axis=0)
-    mid = ev.frames[len(ev.frames) // 2]
-    heats += (f'<figure>{_img(_enlarge(_heat(mid, peak), QUERY_SIDE), "motion heatmap, peak over all frames")}'
-              f'<figcaption>peak over all {len(ev.frames)} frames</figcaption></figure>')
+    def figure(img: np.ndarray, alt: str, caption: str) -> str:
+        return f"<figure>{_img(_enlarge(img, QUERY_SIDE), alt)}<figcaption>{esc(caption)}</figcaption></figure>"
+
+    frames = "".join(figure(ev.frames[i], f"query frame {i}", f"frame {i} · {i / fps:.2f} s") for i in key)
+    heats = "".join(figure(_heat(ev.frames[i], ev.weight[i]), f"motion heatmap, frame {i}",
+                           f"frame {i} · {i / fps:.2f} s") for i in key)
+    peak = ev.weight.max(axis=0)                                    # (H, W): where anything moved, at any time
+    heats += figure(_heat(ev.frames[len(ev.frames) // 2], peak), "motion heatmap, peak over all frames",
+                    f"peak over all {len(ev.frames)} frames")
     f = ev.mask_facts
     if f.get("mask") == "none":
         what = "no mask (kind 'none'): every pixel weighs the same, the ordinary loss"
