@@ -356,6 +356,46 @@ def query(video, index_dir, prompt, k, negative, model, motion, similar, combine
 
 
 @main.command()
+@click.argument("video", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The evidence page: one self-contained HTML file (images inlined).")
+@click.option("--png", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the same evidence as one PNG contact sheet.")
+@click.option("--prompt", default="", help="The prompt the video was generated from.")
+@click.option("-k", "k", default=5, show_default=True, type=click.IntRange(1),
+              help="Influence and opposed clips shown (each).")
+@click.option("--similar", default=None, type=click.IntRange(0), help="Motion-similar clips shown (default: k).")
+@click.option("--start-sec", type=click.FloatRange(min=0), default=None, help="As a manifest's start_sec.")
+@click.option("--end-sec", type=click.FloatRange(min=0), default=None, help="As a manifest's end_sec.")
+@click.option("--model", default=None, help="Override the model recorded in the index (same identity).")
+@_DEVICE
+@click.option("--json", "as_json", is_flag=True)
+def report(video, index_dir, out, png, prompt, k, similar, start_sec, end_sec, model, device, as_json):
+    """An evidence page for a reviewer: VIDEO's keyframes and motion heatmap, the clips that most influenced
+    and most opposed its motion (keyframes, score, percentile, metadata), and the motion-similar clips."""
+    from ._io import atomic_write
+    from .api import MotiveIndex
+    from .report import opposed_hits, render_report, render_sheet
+
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise click.BadParameter(f"{str(out)!r}: the page is an .html file", param_hint="--out")
+    if png is not None and png.suffix.lower() != ".png":
+        raise click.BadParameter(f"{str(png)!r}: the sheet is a .png file", param_hint="--png")
+    idx = MotiveIndex.open(index_dir, device=device, model=model)
+    result = idx.query(video, prompt=prompt, k=k, similar=similar, start_sec=start_sec, end_sec=end_sec)
+    opposed = opposed_hits(idx, result, video, start_sec=start_sec, end_sec=end_sec)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, render_report(idx, result, video, start_sec=start_sec, end_sec=end_sec, opposed=opposed))
+    if png is not None:
+        render_sheet(idx, result, video, png, start_sec=start_sec, end_sec=end_sec, opposed=opposed)
+    d = {"out": str(out), "png": str(png) if png else None, "hits": len(result.hits), "opposed": len(opposed),
+         "similar": len(result.similar), "warnings": result.query.get("warnings", [])}
+    _emit(d, as_json, f"wrote {out}" + (f" and {png}" if png else "") + f": {len(result.hits)} influence, "
+                      f"{len(opposed)} opposed, {len(result.similar)} motion-similar clips")
+
+
+@main.command()
 @click.argument("queries", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--keep", default=0.1, show_default=True, type=click.FloatRange(0, 1, min_open=True),

@@ -233,7 +233,7 @@ def opposed_hits(index, result, video: str | Path | None = None, *, start_sec: f
     return other.hits
 
 
-def _gather(index, result, video, start_sec, end_sec, title, opposed, keyframes) -> _Evidence:
+def _gather(index, result, video, start_sec, end_sec, title, opposed, keyframes, video_name=None) -> _Evidence:
     from .api import compute_mask
     from .video import load_video
 
@@ -241,7 +241,7 @@ def _gather(index, result, video, start_sec, end_sec, title, opposed, keyframes)
     video = str(video if video is not None else q.get("video", ""))
     spec = _video_spec(index)
     fp = index.store.fingerprint
-    ev = _Evidence(title=title or "Motion attribution report", video=video, prompt=str(q.get("prompt", "") or ""),
+    ev = _Evidence(title=title or "Motion attribution report", video=video_name or video, prompt=str(q.get("prompt", "") or ""),
                    window=_window_text(start_sec, end_sec), query=q, timings=dict(result.timings or {}),
                    index_path=str(index.path), size=len(index.store), fingerprint=fp, fps=float(spec.fps),
                    warnings=[str(w) for w in q.get("warnings", []) or []],
@@ -555,7 +555,7 @@ def _html(ev: _Evidence) -> str:
 
 def render_report(index, result, video: str | Path | None = None, *, start_sec: float | None = None,
                   end_sec: float | None = None, title: str | None = None, opposed: list[Hit] | None = None,
-                  keyframes: int = KEYFRAMES) -> str:
+                  keyframes: int = KEYFRAMES, video_name: str | None = None) -> str:
     """The evidence page of a query: one self-contained HTML document (images inlined as ``data:`` URIs,
     inline CSS, no script, nothing fetched), returned as text.
 
@@ -568,8 +568,9 @@ def render_report(index, result, video: str | Path | None = None, *, start_sec: 
     (default) runs a second query for them (:func:`opposed_hits`: one more embedding of the video); ``[]``
     leaves that column empty. For a ``negative`` result its hits are the opposed column, and ``opposed`` (or the
     second query) gives the influence column. A clip whose video cannot be read is shown as a placeholder
-    saying why."""
-    return _html(_gather(index, result, video, start_sec, end_sec, title, opposed, keyframes))
+    saying why. ``video_name``: what the page calls the query video (default its path; the service gives
+    the uploader's file name, never its temporary path)."""
+    return _html(_gather(index, result, video, start_sec, end_sec, title, opposed, keyframes, video_name))
 
 
 # ------------------------------------------------------------------------------------------------ PNG sheet

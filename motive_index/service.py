@@ -464,7 +464,7 @@ def create_app(cfg: ServiceConfig, index=None, load: bool = True):
             if format == "html":
                 from .report import render_report
 
-                page = render_report(service.idx, res, path, title=name)
+                page = render_report(service.idx, res, path, video_name=name)
             return res, page
 
         res, page = await service.run(work, cleanup=path)

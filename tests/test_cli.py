@@ -214,3 +214,30 @@ def test_motion_kind_is_part_of_the_fingerprint(runner, built_index, dataset, mo
     r = runner.invoke(main, ["build", str(dataset), "--model", str(model_dir), "--index", str(built_index),
                              "--dim", "64", "--motion", other, "--quiet"])
     assert r.exit_code == 2 and "mask.motion" in r.output
+
+
+def test_report_command_writes_the_page_and_the_sheet(runner, built_index, dataset, tmp_path):
+    import cv2
+
+    clip = read_manifest(dataset)[3]
+    out, png = tmp_path / "r" / "report.html", tmp_path / "sheet.png"
+    r = run(runner, "report", clip.path, "--index", built_index, "--out", out, "--png", png, "-k", 3,
+            "--prompt", clip.caption, "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["hits"] == 3 and d["opposed"] == 3 and d["similar"] == 3
+    page = out.read_text()
+    assert page.count("data:image/png;base64,") >= 4 and clip.clip_id in page and "http://" not in page
+    img = cv2.imread(str(png))
+    assert img is not None and img.shape[0] > 200 and img.std() > 10
+    bad = run(runner, "report", clip.path, "--index", built_index, "--out", tmp_path / "r.txt")
+    assert bad.exit_code == 2 and ".html" in bad.output
+
+
+def test_serve_refuses_an_open_address_without_a_token(runner, built_index, monkeypatch):
+    monkeypatch.delenv("MOTIVE_INDEX_TOKEN", raising=False)
+    monkeypatch.delenv("MOTIVE_INDEX_CURATOR_TOKEN", raising=False)
+    r = run(runner, "serve", "--index", built_index, "--host", "0.0.0.0")
+    assert r.exit_code == 2 and "token" in r.output
+    r = run(runner, "serve", "--index", built_index, "--token", "same", "--curator-token", "same")
+    assert r.exit_code == 2 and "must differ" in r.output

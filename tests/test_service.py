@@ -110,6 +110,10 @@ def test_query_over_http_equals_in_process(served, index_copy, dataset):
     assert doc["index"]["fingerprint"] == srv.service.idx.fingerprint_id
     assert {"decode", "vae", "search"} <= set(doc["timings"])
     assert list(srv.service.tmp.iterdir()) == []  # the upload is deleted once the work is done
+    page = client.post("/v1/query?format=html", **_upload(probe.path, prompt=probe.caption, k=3))
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert page.text.count("data:image/png;base64,") >= 4 and probe.clip_id in page.text
+    assert str(srv.service.tmp) not in page.text
 
 
 def test_embed_then_lookup_gives_the_same_hits(served, dataset):
