@@ -650,8 +650,6 @@ def breakdown(rows: list[dict]) -> dict:
     stages = [k for k in hs if k != "total"] + [k for k in ls if k not in hs and k != "total"]
     out = []
     for k in stages:
-        if max(ls.get(k, 0.0), hs.get(k, 0.0)) < 0.5:
-            continue
         out.append({"stage": k, "local_ms": ls.get(k), "local_share": ls[k] / lt if k in ls else None,
                     "http_ms": hs.get(k), "http_share": hs[k] / ht if k in hs else None})
     l_rest = lt - sum(v for k, v in ls.items() if k != "total")
