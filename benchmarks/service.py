@@ -1,8 +1,8 @@
 """The HTTP service's cost (issue 11): a warm ``motive-index serve`` on loopback against the same queries made
 in-process, ``/v1/lookup`` alone on a large store, and where one warm query's time goes, as tables.
 
-    python benchmarks/service.py [--quick] [--requests 24] [--clients 1,4,8] [--lookup-n 100000]
-                                 [--lookup-requests 200] [--lookup-clients 1,4] [--train-clips 12]
+    python benchmarks/service.py [--quick] [--requests 40] [--clients 1,4,8] [--lookup-n 100000]
+                                 [--lookup-requests 300] [--lookup-clients 1,4] [--train-clips 12]
                                  [--queue 32] [--workers 2] [--json]
 
 Everything is built in the run, under a temporary folder, seeded, nothing downloaded: real mp4 clips from
@@ -34,7 +34,10 @@ do not depend on the weights) and an index built on it with ``MotiveIndex.build`
    ready). The FAISS index (``auto`` kind) and the calibration null are built once in-process by
    ``MotiveIndex.warm``; then ``MotiveIndex.lookup`` (k=10) serially and with the lookup client counts'
    threads, and a second service on that store answering ``/v1/lookup`` (JSON vector + fingerprint, k=10) with
-   the same client counts; held-out random unit query vectors.
+   the same client counts; held-out random unit query vectors. Random vectors have no cluster structure, so
+   ``auto`` falls back to exact (flat) search there (benchmarks/search.py measures IVF on clustered data). Then
+   the reads one lookup makes (``store.version``, ``tombstones.ids()``, the FAISS search, ``store.rows`` of the
+   hits), each timed apart, at that size and on the query index.
 4. **Where the time goes** in one warm in-process query: each stage's mean over the serial in-process run (1
    above), its share of the query's total, and beside it the same for HTTP with 1 client (upload and other
    included). Then the tiny VAE's encode of one standardized query clip (17 x 64 x 64) measured alone: median
@@ -571,7 +574,8 @@ def tables(doc: dict) -> str:
                f"tiny Wan (not fine-tuned), index dim {doc['dim']} with the motion channel; synth {s['synth_s']:.1f} s, "
                f"model {s['model_s']:.1f} s, build {s['build_s']:.1f} s. Service: `motive-index serve --queue "
                f"{cfg['queue']} --workers {cfg['workers']} --json-logs` in its own process on loopback (queue above "
-               f"the largest client count, so no 503). {cfg['requests']} requests per client count, k={K}.")
+               f"the largest client count, so no 503). {cfg['requests']} requests per client count, k={K} (p99 of that many is "
+               f"close to their max).")
     out += ["", "### /v1/query over HTTP vs MotiveIndex.query in-process", "",
             "| mode | clients | requests | failed | p50 ms | p99 ms | req/s |", "|---|---:|---:|---:|---:|---:|---:|"]
     for r in doc["query"]["rows"]:
@@ -654,7 +658,7 @@ def breakdown(rows: list[dict]) -> dict:
                     "http_ms": hs.get(k), "http_share": hs[k] / ht if k in hs else None})
     l_rest = lt - sum(v for k, v in ls.items() if k != "total")
     h_rest = ht - sum(v for k, v in hs.items() if k != "total")
-    out.append({"stage": "between stages (in query(), untimed) / HTTP: + queue, upload write, JSON, transport",
+    out.append({"stage": "untimed: between stages in query(); over HTTP also the queue wait, writing the upload, JSON, transport",
                 "local_ms": l_rest, "local_share": l_rest / lt, "http_ms": h_rest, "http_share": h_rest / ht})
     out.append({"stage": "**total (latency)**", "local_ms": lt, "local_share": 1.0, "http_ms": ht, "http_share": 1.0})
     return {"queries": local["requests"], "rows": out}
@@ -666,10 +670,10 @@ def breakdown(rows: list[dict]) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a smoke run (well under 2 minutes)")
-    ap.add_argument("--requests", type=int, default=None, help="requests per client count (default 24; quick 3)")
+    ap.add_argument("--requests", type=int, default=None, help="requests per client count (default 40; quick 3)")
     ap.add_argument("--clients", default=None, help="client counts for /v1/query (default 1,4,8; quick 1,2)")
     ap.add_argument("--lookup-n", type=int, default=None, help="vectors in the lookup store (default 100000; quick 2000)")
-    ap.add_argument("--lookup-requests", type=int, default=None, help="lookups per client count (default 200; quick 20)")
+    ap.add_argument("--lookup-requests", type=int, default=None, help="lookups per client count (default 300; quick 20)")
     ap.add_argument("--lookup-clients", default="1,4", help="client counts for /v1/lookup")
     ap.add_argument("--train-clips", type=int, default=None, help="clips in the index (default 12; quick 6)")
     ap.add_argument("--query-clips", type=int, default=None, help="distinct query clips (default 8; quick 3)")
@@ -682,11 +686,11 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", type=Path, default=None, help="build in this folder and keep it (default: a temp one)")
     args = ap.parse_args(argv)
     q = args.quick
-    args.requests = args.requests or (3 if q else 24)
+    args.requests = args.requests or (3 if q else 40)
     args.clients = [int(x) for x in (args.clients or ("1,2" if q else "1,4,8")).split(",")]
     args.lookup_clients = [int(x) for x in args.lookup_clients.split(",")]
     args.lookup_n = args.lookup_n or (2000 if q else 100_000)
-    args.lookup_requests = args.lookup_requests or (20 if q else 200)
+    args.lookup_requests = args.lookup_requests or (20 if q else 300)
     args.train_clips = args.train_clips or (6 if q else 12)
     args.query_clips = args.query_clips or (3 if q else 8)
     args.vae_reps = args.vae_reps or (2 if q else 7)
