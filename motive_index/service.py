@@ -549,18 +549,24 @@ def create_app(cfg: ServiceConfig, index=None, load: bool = True):
         folder = service.uploads / hashlib.sha256(clip_id.encode()).hexdigest()[:2]
         path = await service.save_upload(video, folder)
 
-        def work():
-            report = service.idx.add([Clip(clip_id=clip_id, path=str(path), caption=caption, metadata=meta)],
-                                     wait=False)
+        def work():  # the file stays only if the clip was stored, even when the request timed out meanwhile
+            try:
+                report = service.idx.add([Clip(clip_id=clip_id, path=str(path), caption=caption, metadata=meta)],
+                                         wait=False)
+            except BaseException:
+                path.unlink(missing_ok=True)
+                raise
+            if report.added != 1:
+                path.unlink(missing_ok=True)
             return report
 
         try:
             report = await service.run(work)
-        except BaseException:
-            path.unlink(missing_ok=True)
+        except ApiError as e:
+            if e.code != "timeout":  # never started (queue full, not ready): the work will not clean up
+                path.unlink(missing_ok=True)
             raise
         if report.added != 1:
-            path.unlink(missing_ok=True)
             if report.removed:
                 raise ApiError(409, "withdrawn", f"clip {clip_id!r} was withdrawn from this index; it is never "
                                                  f"stored again")
