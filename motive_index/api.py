@@ -485,18 +485,9 @@ class MotiveIndex:
 
     def _model_files(self) -> str:
         """Whether the model's files are as the weights record saw them (stat calls and header reads only)."""
-        from .backbones import check_record
+        from .summary import model_files_text
 
-        if not self.model_ref:
-            return "no model recorded"
-        if self.weights_record is None:
-            return "no weights record (the next load hashes every weight)"
-        try:
-            why = check_record(self.model_ref, self.weights_record)
-        except MotiveIndexError as e:
-            return f"cannot be read: {e}"
-        return ("unchanged since the weights record (loads without rehashing)" if why is None
-                else f"changed since the weights record: {why} (the next load rehashes every weight)")
+        return model_files_text(self.model_ref, self.weights_record)
 
     @contextmanager
     def _writing(self, command: str, wait: bool = True):
@@ -534,6 +525,7 @@ class MotiveIndex:
             self._ensure_index("motion")
         report.seconds = time.perf_counter() - t0
         report.size = len(self.store)
+        self._keep_summary()
         return report
 
     def remove(self, clip_ids, reason: str = "", wait: bool = True) -> int:
@@ -564,6 +556,7 @@ class MotiveIndex:
         self._ensure_index()
         if self.features_store is not None:
             self._ensure_index("motion")
+        self._keep_summary()
         return n
 
     def purge(self, wait: bool = True) -> dict[str, int]:
@@ -572,6 +565,7 @@ class MotiveIndex:
             out = self.store.purge()
             if self.features_store is not None:
                 out.update({f"motion/{k}": v for k, v in self.features_store.purge().items()})
+        self._keep_summary()
         return out
 
     def embed(self, video: str | Path, prompt: str = "", start_sec=None, end_sec=None):
@@ -731,21 +725,14 @@ class MotiveIndex:
                 "percentile": percentile, "size": len(ids)}
 
     def _search_stats(self) -> dict[str, Any]:
-        """The saved FAISS index's stats (kind, recall, latency) without loading it; ``stale`` when the store
-        has moved on since (the next query catches it up)."""
-        from .index import META_FILE
+        """The FAISS index's stats (kind, recall, latency): the one in memory, else the saved one without loading
+        it; ``stale`` when the store has moved on since (the next query catches it up)."""
+        from .summary import saved_search_stats
 
         current = self._indexes.get("influence")
-        if current is not None:
-            stats, version = dict(current.stats), current.store_version
-        else:
-            try:
-                meta = json.loads((self.path / META_FILE).read_text())
-                stats, version = dict(meta.get("stats", {})), meta.get("store_version")
-            except (OSError, ValueError):
-                return {"kind": "none", "stale": True}
-        stats["stale"] = version != self.store.version
-        return stats
+        if current is None:
+            return saved_search_stats(self.path, self.store.version)
+        return {**current.stats, "stale": current.store_version != self.store.version}
 
     def calibration(self) -> dict[str, Any]:
         """Each channel's null distribution as last measured (``calibration.py``), without measuring it:
@@ -776,9 +763,12 @@ class MotiveIndex:
     def info(self, verify: bool = False) -> dict[str, Any]:
         """What the index holds. ``verify``: also rehash the model's weights in full and compare them with the
         fingerprint (:meth:`verify_model`; seconds to minutes for a real model)."""
+        from .summary import table_versions, write_summary
+
+        versions = table_versions(self.path)  # before the counts: a write landing meanwhile makes it stale
         fp = self.store.fingerprint
         extra = {"verify": self.verify_model()} if verify else {}
-        return {"index": str(self.path), "size": len(self.store), "store_version": self.store.version,
+        out = {"index": str(self.path), "size": len(self.store), "store_version": self.store.version,
                 "fingerprint_id": self.fingerprint_id,
                 "dim": self.store.dim, "model": self.model_ref, "model_files": self._model_files(), **extra,
                 "failed": len(self.store.failures()),
@@ -788,3 +778,13 @@ class MotiveIndex:
                                     "fingerprint": self.features_store.fingerprint}
                                    if self.features_store is not None else None),
                 "fingerprint": fp}
+        if self.model_ref == self._settings_model:  # not for a model given to this process only
+            write_summary(self.path, versions, out)  # what a later `info` answers without opening the store
+        return out
+
+    def _keep_summary(self) -> None:
+        """After a write: leave the summary a later cold ``info`` answers from (never fails the write)."""
+        try:
+            self.info()
+        except Exception as e:  # noqa: BLE001 - the summary is an optimization; info recomputes without it
+            log.info("index %s: no summary kept (%s)", self.path, e)

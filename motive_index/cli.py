@@ -480,9 +480,13 @@ def mask(video, out, model, index_dir, motion, flow, flow_model, normalize, star
 @click.option("--json", "as_json", is_flag=True)
 def info(index_dir, verify, as_json):
     """Size, fingerprint, model and store version of an index."""
-    from .api import MotiveIndex
+    from .summary import fast_info
 
-    d = MotiveIndex.open(index_dir).info(verify=verify)
+    d = None if verify else fast_info(index_dir)  # from summary.json while the tables are unchanged
+    if d is None:
+        from .api import MotiveIndex
+
+        d = MotiveIndex.open(index_dir).info(verify=verify)
     fp = d["fingerprint"]
     text = (f"index {d['index']}\n  clips {d['size']} (failed {d['failed']}), store version {d['store_version']}\n"
             f"  model {d['model']} ({fp['model']['family']}, weights {fp['model']['weights']}, "
