@@ -67,6 +67,8 @@ class _Group(click.Group):
 
 def _device(ctx, param, value: str) -> str:
     """Validate --device: 'cpu', 'cuda' or 'cuda:N', and only where CUDA is present."""
+    if value == "cpu":  # the default: no torch import for it (a query through --server needs no torch)
+        return value
     import torch
 
     try:
@@ -318,7 +320,11 @@ def _calibration_text(cal: dict) -> str:
 
 @main.command()
 @click.argument("video", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--index", "index_dir", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="The index (needed unless --server is given).")
+@click.option("--server", envvar="MOTIVE_INDEX_SERVER", default=None,
+              help="Ask a running `motive-index serve` at this URL (env MOTIVE_INDEX_SERVER) instead of loading "
+                   "the model here: a cold query in well under a second. Its read token: MOTIVE_INDEX_TOKEN.")
 @click.option("--prompt", default="", help="The prompt the video was generated from.")
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1))
 @click.option("--negative", is_flag=True, help="Return the most opposed clips (most negative scores).")
@@ -331,12 +337,27 @@ def _calibration_text(cal: dict) -> str:
               help="Also list the 3k most motion-similar clips re-ranked by influence (top k).")
 @_DEVICE
 @click.option("--json", "as_json", is_flag=True)
-def query(video, index_dir, prompt, k, negative, model, motion, similar, combined, device, as_json):
+def query(video, index_dir, server, prompt, k, negative, model, motion, similar, combined, device, as_json):
     """The training clips that most influenced the motion of VIDEO, and the clips that move most like it."""
-    from .api import MotiveIndex
+    if server:
+        import os
 
-    result = MotiveIndex.open(index_dir, device=device, model=model).query(
-        video, prompt=prompt, k=k, negative=negative, motion=motion, similar=similar, combined=combined)
+        from .client import ServiceClient
+
+        if model or motion or device != "cpu":
+            raise click.UsageError("--model, --motion and --device are the server's own with --server")
+        client = ServiceClient(server, token=os.environ.get("MOTIVE_INDEX_TOKEN"))
+        try:
+            result = client.query(video, prompt=prompt, k=k, negative=negative, similar=similar, combined=combined)
+        finally:
+            client.close()
+    elif index_dir is None:
+        raise click.UsageError("give --index INDEX_DIR (or --server URL)")
+    else:
+        from .api import MotiveIndex
+
+        result = MotiveIndex.open(index_dir, device=device, model=model).query(
+            video, prompt=prompt, k=k, negative=negative, motion=motion, similar=similar, combined=combined)
     title = "most opposed" if negative else "most influential"
     lines = [f"warning: {w}" for w in result.query.get("warnings", [])]
     lines += [f"influence: the training clips {title} to this motion (score: gradient cosine; pct: percentile "

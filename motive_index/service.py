@@ -260,6 +260,13 @@ class Service:
         except asyncio.TimeoutError:
             raise ApiError(504, "timeout", f"the request took more than {self.cfg.timeout_s:g} s") from None
 
+    async def run_upload(self, fn: Callable[[], Any], path: Path, name: str, model: bool = True) -> Any:
+        """:meth:`run` on an uploaded video at ``path``; its errors name the upload (``name``), never our path."""
+        try:
+            return await self.run(fn, cleanup=path, model=model)
+        except VideoError as e:
+            raise ApiError(422, "bad_video", f"video {name!r}: {e.reason.replace(str(path), name)}") from None
+
     async def save_upload(self, upload: UploadFile, folder: Path | None = None) -> Path:
         """The uploaded video in a file of ours (``folder``: the temp folder); never a path from the request."""
         suffix = Path(upload.filename or "").suffix.lower()
@@ -467,7 +474,7 @@ def create_app(cfg: ServiceConfig, index=None, load: bool = True):
                 page = render_report(service.idx, res, path, video_name=name)
             return res, page
 
-        res, page = await service.run(work, cleanup=path)
+        res, page = await service.run_upload(work, path, name)
         stages(request, {"upload": t_up, **{s: v for s, v in res.timings.items() if s != "total"}})
         if page is not None:
             return HTMLResponse(page)
@@ -483,7 +490,7 @@ def create_app(cfg: ServiceConfig, index=None, load: bool = True):
         service.require_ready()
         t_up = time.perf_counter() - _t0(request)
         path = await service.save_upload(video)
-        vec, prep = await service.run(lambda: service.idx.embed(path, prompt), cleanup=path)
+        vec, prep = await service.run_upload(lambda: service.idx.embed(path, prompt), path, video.filename or "upload")
         stages(request, {"upload": t_up, **prep.timings})
         return {"vector": [float(x) for x in vec], "fingerprint": service.idx.fingerprint_id, "dim": int(len(vec)),
                 "static": bool(prep.metadata.get("static", False)),
@@ -572,8 +579,8 @@ def create_app(cfg: ServiceConfig, index=None, load: bool = True):
                                                  f"stored again")
             if report.skipped:
                 raise ApiError(409, "exists", f"clip {clip_id!r} is stored already")
-            raise ApiError(422, "bad_video", f"clip {clip_id!r} could not be embedded: "
-                                             f"{report.failed.get(clip_id, 'unknown reason')}")
+            why = report.failed.get(clip_id, "unknown reason").replace(str(path), video.filename or "upload")
+            raise ApiError(422, "bad_video", f"clip {clip_id!r} could not be embedded: {why}")
         stages(request, report.stage_seconds)
         return {"clip_id": clip_id, "added": True, "size": report.size,
                 "store_version": service.idx.store.version}

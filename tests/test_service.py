@@ -253,3 +253,41 @@ def test_no_curator_token_means_no_writes_and_no_open_bind(index_copy):
     with Server(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as client:
         r = client.delete("/v1/clips/x")
         assert r.status_code == 403 and "--curator-token" in r.json()["error"]["message"]
+
+
+def test_cli_query_through_the_server_matches_and_needs_no_torch(served, dataset, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    srv, client = served
+    probe = read_manifest(dataset)[5]
+    direct = client.post("/v1/query", **_upload(probe.path, prompt=probe.caption, k=4, similar=2)).json()
+    code = ("import sys, json; from click.testing import CliRunner; from motive_index.cli import main; "
+            f"r = CliRunner().invoke(main, ['query', {probe.path!r}, '--server', {srv.url!r}, '-k', '4', "
+            f"'--similar', '2', '--prompt', {probe.caption!r}, '--json']); "
+            "print(json.dumps({'rc': r.exit_code, 'out': r.output, 'torch': 'torch' in sys.modules, "
+            "'lancedb': 'lancedb' in sys.modules}))")
+    env = {**__import__("os").environ, "MOTIVE_INDEX_TOKEN": READ}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    d = json.loads(out.stdout.strip().splitlines()[-1])
+    assert d["rc"] == 0, d["out"]
+    assert d["torch"] is False and d["lancedb"] is False
+    doc = json.loads(d["out"])
+    assert [h["clip_id"] for h in doc["hits"]] == [h["clip_id"] for h in direct["hits"]]
+    assert [h["percentile"] for h in doc["hits"]] == [h["percentile"] for h in direct["hits"]]
+    assert doc["query"]["video"] == probe.path
+
+    from click.testing import CliRunner
+
+    from motive_index.cli import main
+
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video" * 50)
+    r = CliRunner().invoke(main, ["query", str(junk), "--server", srv.url], env={"MOTIVE_INDEX_TOKEN": READ})
+    assert r.exit_code == 3 and "junk.mp4" in r.output and "motive-serve" not in r.output
+    r = CliRunner().invoke(main, ["query", str(junk), "--server", srv.url], env={"MOTIVE_INDEX_TOKEN": "wrong"})
+    assert r.exit_code == 2 and "401" in r.output
+    r = CliRunner().invoke(main, ["query", probe.path, "--server", "http://127.0.0.1:9"])
+    assert r.exit_code == 6 and "unreachable" in r.output
