@@ -22,7 +22,6 @@ import json
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +39,6 @@ log = logging.getLogger(__name__)
 
 SETTINGS_FILE = "settings.json"
 FEATURES_DIR = "motion"  # the motion-feature channel's store and FAISS index, inside the index directory
-COMPACT_EVERY = 64  # store writes between compactions during a build
 Progress = Callable[[int, int, str], None]
 
 
@@ -261,97 +259,39 @@ class MotiveIndex:
         return fz
 
     def _embed_into_store(self, clips, batch: int, progress: Progress | None) -> BuildReport:
-        report = BuildReport()
-        ids = [c.clip_id for c in clips]
-        stored, removed = self.store.has(ids), self.store.removed(ids)
-        todo = [c for c in clips if c.clip_id not in stored and c.clip_id not in removed]
-        fz, fstore = self._featurizer, self.features_store
-        # clips with an influence vector but no descriptor yet (an index made before its motion channel, or a
-        # crash between the two writes): only their descriptor is computed
-        featured = fstore.has(ids) if fz is not None else set()
-        only_features = [c for c in clips if c.clip_id in stored and c.clip_id not in featured] if fz else []
-        report.removed = len([c for c in ids if c in removed])
-        report.skipped = len(clips) - len(todo) - report.removed
-        work = [(c, True) for c in todo] + [(c, False) for c in only_features]
-        pending: list[dict] = []
-        pending_features: list[dict] = []
+        """Embed the clips the channels lack and write them (``pipeline.py``: plan, per-clip step, writer)."""
+        from .pipeline import ClipEmbedder, StoreWriter, plan, run_local
 
-        flushes = 0
-
-        def flush():
-            nonlocal flushes
-            if pending or pending_features:
-                t0 = time.perf_counter()
-                if pending_features:  # the descriptor first: the influence store is the record of what is done
-                    fstore.add(pending_features)
-                    pending_features.clear()
-                added = self.store.add(pending)
-                # a clip not added was stored meanwhile (impossible under the write lock, but counted true)
-                report.added += added
-                report.skipped += len(pending) - added
-                pending.clear()
-                flushes += 1
-                if flushes % COMPACT_EVERY == 0:  # small writes leave small fragments: merge them now and then
-                    self._compact()
-                report.stage_seconds["store"] = report.stage_seconds.get("store", 0.0) + time.perf_counter() - t0
-
-        engine = self._engine
-        # Decoding, flow and the motion descriptor of the next clip (CPU work that releases the GIL) overlap the
-        # model's work on this one.
-        reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="motive-read")
-
-        def read_and_describe(c):
-            r = engine.read(c.path, c.start_sec, c.end_sec)
-            if fz is None:
-                return r, None
-            t0 = time.perf_counter()
-            desc = fz.describe(r[0].frames, r[1])
-            r[2]["features"] = time.perf_counter() - t0
-            return r, desc
-
-        def read(c):
-            return reader.submit(read_and_describe, c)
-
-        ahead = read(work[0][0]) if work else None
-        try:
-            for i, (clip, full) in enumerate(work):
-                this, ahead = ahead, (read(work[i + 1][0]) if i + 1 < len(work) else None)
-                try:
-                    r, desc = this.result()
-                    if full:
-                        vec, prep = engine.embed(clip.path, clip.caption, clip.start_sec, clip.end_sec,
-                                                 name=clip.clip_id, read=r)
-                except MotiveIndexError as e:  # bad video, NaN gradient...: recorded, and the build goes on
-                    report.failed[clip.clip_id] = str(e)
-                    self.store.record_failure(clip.clip_id, clip.path, str(e))
-                    log.info("clip %s failed: %s", clip.clip_id, e)
-                else:
-                    if desc is not None:
-                        pending_features.append({"clip_id": clip.clip_id, "path": clip.path,
-                                                 "caption": clip.caption, "metadata": clip.metadata,
-                                                 "vector": desc})
-                    if full:
-                        # computed facts live under "motive", so they never overwrite a manifest column
-                        meta = {**clip.metadata, "motive": prep.metadata}
-                        pending.append({"clip_id": clip.clip_id, "path": clip.path, "caption": clip.caption,
-                                        "metadata": meta, "vector": vec})
-                        for stage, s in prep.timings.items():
-                            report.stage_seconds[stage] = report.stage_seconds.get(stage, 0.0) + s
-                    if max(len(pending), len(pending_features)) >= batch:
-                        flush()
-                if progress:
-                    progress(i + 1, len(work), clip.clip_id)
-        finally:  # interrupted (Ctrl-C, out of memory...): what is finished is stored all the same
-            reader.shutdown(wait=False, cancel_futures=True)
-            flush()
-        if flushes >= 8:
+        channels = self.channels
+        todo = plan(clips, channels)
+        writer = StoreWriter(channels, batch=batch, compact=self._compact)
+        run_local(ClipEmbedder(self._ensure_engine(), self._featurizer), todo.work, writer, progress)
+        w = writer.report
+        if w.writes >= 8:
             self._compact()
-        return report
+        return BuildReport(added=w.added, skipped=todo.skipped + w.skipped, removed=todo.removed,
+                           failed=dict(w.failed), stage_seconds=dict(w.stage_seconds))
 
     def _compact(self) -> None:
-        self.store.compact()
+        for ch in self.channels:
+            ch.store.compact()
+
+    @property
+    def channels(self) -> list:
+        """The index's channels (``pipeline.Channel``: name, store, hit label): influence, then the motion
+        channel if the index has one. Both share the tombstones and the write lock."""
+        from .pipeline import INFLUENCE, MOTION, Channel
+
+        out = [Channel(INFLUENCE, self.store, "influence")]
         if self.features_store is not None:
-            self.features_store.compact()
+            out.append(Channel(MOTION, self.features_store, "similarity"))
+        return out
+
+    def _store_of(self, channel: str):
+        for ch in self.channels:
+            if ch.name == channel:
+                return ch.store
+        raise IndexStateError(f"index {str(self.path)!r} has no {channel!r} channel")
 
 
     # ----- opening and querying -------------------------------------------------------------------------------
@@ -372,7 +312,7 @@ class MotiveIndex:
         When it still holds removed clips (a removal interrupted before its delete, or an insert that raced
         it: searches filter them out all the same), their rows are deleted now if the write lock is free, and
         the index caught up again; if another writer holds the lock, that writer's own repair deletes them."""
-        store = self.store if channel == "influence" else self.features_store
+        store = self._store_of(channel)
         index = self._caught_up(channel, store)
         if index.count_held(store.tombstones.ids()):
             try:
@@ -402,7 +342,8 @@ class MotiveIndex:
         it was measured at that version, else measured again now from a sample of stored vectors and saved."""
         from .calibration import load_null, measure_null, save_null
 
-        null = self._nulls.get("influence" if store is self.store else "motion") or load_null(store.path)
+        name = next(ch.name for ch in self.channels if ch.store is store)
+        null = self._nulls.get(name) or load_null(store.path)
         if null is not None and null.store_version == index.store_version:
             return null
         null = measure_null(index.ids, store.get_vectors, index.store_version)
@@ -455,14 +396,20 @@ class MotiveIndex:
         self._engine = engine
         return engine
 
+    def embedder(self):
+        """The index's per-clip step (``pipeline.ClipEmbedder``), its engine rebuilt from the index's fingerprint
+        and settings alone: what a worker on another machine runs for this index's build or add."""
+        from .pipeline import ClipEmbedder
+
+        return ClipEmbedder(self._ensure_engine(), self._featurizer)
+
     def warm(self) -> float:
         """Load the model and bring every channel's FAISS index (and its null) up to date now, rather than at the
         first query: what a serving process does at start. Returns the seconds it took."""
         t0 = time.perf_counter()
         self._ensure_engine()
-        self._ensure_index()
-        if self.features_store is not None:
-            self._ensure_index("motion")
+        for ch in self.channels:
+            self._ensure_index(ch.name)
         return time.perf_counter() - t0
 
     def verify_model(self) -> dict[str, Any]:
@@ -498,13 +445,12 @@ class MotiveIndex:
             yield
 
     def _repair(self) -> None:
-        for name, store in (("influence", self.store), ("motion", self.features_store)):
-            if store is not None:
-                fixed = store.repair()
-                if any(fixed.values()):
-                    log.warning("index %s (%s channel): deleted %d row(s) of removed clips and %d duplicate "
-                                "row(s) left by an interrupted or racing writer", self.path, name,
-                                fixed["removed"], fixed["duplicates"])
+        for ch in self.channels:
+            fixed = ch.store.repair()
+            if any(fixed.values()):
+                log.warning("index %s (%s channel): deleted %d row(s) of removed clips and %d duplicate "
+                            "row(s) left by an interrupted or racing writer", self.path, ch.name,
+                            fixed["removed"], fixed["duplicates"])
 
     def add(self, manifest: str | Path | list, batch: int = 1, progress: Progress | None = None,
             wait: bool = True) -> BuildReport:
@@ -520,9 +466,8 @@ class MotiveIndex:
         with self._writing("add", wait):
             self._ensure_engine()
             report = self._embed_into_store(clips, batch, progress)
-        self._ensure_index()
-        if self.features_store is not None:
-            self._ensure_index("motion")
+        for ch in self.channels:
+            self._ensure_index(ch.name)
         report.seconds = time.perf_counter() - t0
         report.size = len(self.store)
         self._keep_summary()
@@ -545,17 +490,16 @@ class MotiveIndex:
         self.store.tombstones.add(ids, reason)
         try:
             with self.store.write_lock.hold("remove", wait=wait):
-                if self.features_store is not None:
-                    self.features_store.delete(ids)
+                for ch in self.channels[1:]:  # the influence store last: it says what is stored
+                    ch.store.delete(ids)
                 n = self.store.delete(ids)
                 self._repair()  # and whatever an earlier interrupted removal left
         except IndexBusyError as e:
             raise IndexBusyError(e.path, f"{e.reason}. The {len(ids)} clip(s) are already hidden from every "
                                          f"result (tombstones written); their rows are deleted by the next write"
                                  ) from None
-        self._ensure_index()
-        if self.features_store is not None:
-            self._ensure_index("motion")
+        for ch in self.channels:
+            self._ensure_index(ch.name)
         self._keep_summary()
         return n
 
@@ -563,8 +507,8 @@ class MotiveIndex:
         """Delete old table versions (and with them removed clips' data) from disk, in both channels."""
         with self._writing("purge", wait):
             out = self.store.purge()
-            if self.features_store is not None:
-                out.update({f"motion/{k}": v for k, v in self.features_store.purge().items()})
+            for ch in self.channels[1:]:
+                out.update({f"{ch.name}/{k}": v for k, v in ch.store.purge().items()})
         self._keep_summary()
         return out
 
@@ -648,7 +592,7 @@ class MotiveIndex:
         if self._featurizer is not None and (n_similar or combined):
             from .attribution import rank, rerank_by_influence
 
-            desc = self._featurizer.describe(read[0].frames, read[1])
+            desc = self._featurizer.describe(read.video.frames, read.mask)
             t4 = time.perf_counter()
             findex = self._ensure_index("motion")
 
@@ -707,7 +651,7 @@ class MotiveIndex:
                 if by == "influence":
                     v, _ = engine.embed(q.path, q.caption, q.start_sec, q.end_sec, name=q.clip_id, read=read)
                 else:
-                    v = self._featurizer.describe(read[0].frames, read[1])
+                    v = self._featurizer.describe(read.video.frames, read.mask)
             except MotiveIndexError as e:
                 failed[q.clip_id] = str(e)
             else:
@@ -741,9 +685,8 @@ class MotiveIndex:
         from .calibration import load_null
 
         out: dict[str, Any] = {}
-        for channel, store in (("influence", self.store), ("motion", self.features_store)):
-            if store is None:
-                continue
+        for ch in self.channels:
+            channel, store = ch.name, ch.store
             null = self._nulls.get(channel) or load_null(store.path)
             out[channel] = None if null is None else {**null.summary(),
                                                       "stale": null.store_version != store.version}

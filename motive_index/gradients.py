@@ -23,7 +23,7 @@ import hashlib
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -69,6 +69,14 @@ def select_parameters(module: torch.nn.Module, patterns: tuple[str, ...] = ()) -
         raise SettingsError(f"params={list(patterns)!r} match no parameter of the transformer; names look like "
                             f"{[n for n, _ in named[:4]]}")
     return chosen
+
+
+class ClipRead(NamedTuple):
+    """What :meth:`GradientEngine.read` made of a video without the model."""
+
+    video: Any              # video.StandardVideo: the standardized frames and their metadata
+    mask: Any               # motion.MotionMask
+    timings: dict           # stage -> seconds (decode, flow)
 
 
 class GradientEngine:
@@ -121,13 +129,13 @@ class GradientEngine:
 
     def read(self, path: str, start_sec: float | None = None, end_sec: float | None = None):
         """The CPU half of :meth:`prepare`: decode, standardize and mask (safe to run in another thread while
-        the model works on the previous clip). Raises VideoError on bad video."""
+        the model works on the previous clip), as a :class:`ClipRead`. Raises VideoError on bad video."""
         t0 = time.perf_counter()
         video = load_video(path, self.backbone.spec, start_sec=start_sec, end_sec=end_sec)
         t1 = time.perf_counter()
         mm = motion_mask(video.frames, self.mask, self.flow)
         t2 = time.perf_counter()
-        return video, mm, {"decode": t1 - t0, "flow": t2 - t1}
+        return ClipRead(video, mm, {"decode": t1 - t0, "flow": t2 - t1})
 
     def prepare(self, path: str, caption: str = "", start_sec: float | None = None,
                 end_sec: float | None = None, name: str | None = None, read=None) -> PreparedClip:
