@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 SETTINGS_FILE = "settings.json"
 FEATURES_DIR = "motion"  # the motion-feature channel's store and FAISS index, inside the index directory
 Progress = Callable[[int, int, str], None]
+EXECUTORS = ("local", "ray")  # where a build's per-clip work runs (ray_executor.py)
 
 
 @dataclass
@@ -181,7 +182,8 @@ class MotiveIndex:
               dim: int = 512, projection_seed: int = 0, timestep: int = 751, noise_seed: int = 0,
               samples: int = 1, params: tuple[str, ...] = (), precision: str = "fp32", loss: str = "mse",
               features: bool | FeatureConfig = True, checkpointing: bool = False, device: str = "cpu",
-              batch: int = 1, progress: Progress | None = None, wait: bool = True
+              batch: int = 1, progress: Progress | None = None, wait: bool = True, executor: str = "local",
+              address: str | None = None, workers: int = 1, gpus_per_worker: float = 0.0
               ) -> tuple["MotiveIndex", BuildReport]:
         """Embed every clip of ``manifest`` not yet in the store at ``index`` (creating it if needed).
 
@@ -193,13 +195,16 @@ class MotiveIndex:
         clips are written every ``batch`` clips (default 1: a crash, even kill -9, loses no finished clip), and
         a clip that fails (bad video, NaN gradient) is recorded with its reason while the build goes on.
         Holds the index's write lock throughout (``wait=False``: :class:`IndexBusyError` at once if another
-        writer has it; else it waits, logging who holds it).
+        writer has it; else it waits, logging who holds it). ``executor``, ``address``, ``workers``,
+        ``gpus_per_worker``: where the per-clip work runs, as for :meth:`add`.
         """
         from .backbones import load_backbone
         from .gradients import GradientEngine
         from .lock import write_lock
         from .manifest import read_manifest
 
+        if executor not in EXECUTORS:
+            raise ValueError(f"executor={executor!r} is invalid: one of {', '.join(EXECUTORS)}")
         t_start = time.perf_counter()
         clips = manifest if isinstance(manifest, list) else read_manifest(manifest)  # bad manifest: fail first
         with write_lock(index).hold("build", wait=wait):
@@ -207,12 +212,13 @@ class MotiveIndex:
                                      projection_seed=projection_seed, timestep=timestep, noise_seed=noise_seed,
                                      samples=samples, params=params, precision=precision, loss=loss,
                                      features=features, checkpointing=checkpointing, device=device, batch=batch,
-                                     progress=progress)
+                                     progress=progress, run={"executor": executor, "address": address,
+                                                             "workers": workers, "gpus_per_worker": gpus_per_worker})
 
     @classmethod
     def _build_locked(cls, clips, model, index_dir: Path, t_start: float, *, mask, motion, dim, projection_seed,
                       timestep, noise_seed, samples, params, precision, loss, features, checkpointing, device,
-                      batch, progress):
+                      batch, progress, run):
         from .backbones import load_backbone
         from .gradients import GradientEngine
         from .store import ClipStore
@@ -242,30 +248,55 @@ class MotiveIndex:
         self = cls(index_dir, store, device=device)
         self._engine = engine
         if self.features_store is not None:
-            self._featurizer = self._make_featurizer(engine)
-        report = self.add(clips, batch=batch, progress=progress)  # the lock is ours already: add nests in it
+            self._featurizer = self._make_featurizer()
+        report = self.add(clips, batch=batch, progress=progress, **run)  # the lock is ours already: add nests
         report.seconds = time.perf_counter() - t_start  # model loading included
         return self, report
 
-    def _make_featurizer(self, engine):
-        """The motion-feature channel's featurizer, checked against its store's fingerprint."""
+    def _make_featurizer(self):
+        """The motion-feature channel's featurizer (no model needed), checked against its store's fingerprint."""
+        from .config import VideoSpec
         from .features import MotionFeaturizer
         from .store import check_fingerprint
 
-        ffp = self.features_store.fingerprint
-        fz = MotionFeaturizer(FeatureConfig.from_dict(ffp["features"]), engine.mask, engine.backbone.spec,
-                              mask_fingerprint=engine.fingerprint()["mask"])
+        fp, ffp = self.store.fingerprint, self.features_store.fingerprint
+        fz = MotionFeaturizer(FeatureConfig.from_dict(ffp["features"]), self._mask_config(),
+                              VideoSpec.from_dict(fp["video"]), mask_fingerprint=fp["mask"])
         check_fingerprint(ffp, fz.fingerprint())
         return fz
 
-    def _embed_into_store(self, clips, batch: int, progress: Progress | None) -> BuildReport:
-        """Embed the clips the channels lack and write them (``pipeline.py``: plan, per-clip step, writer)."""
+    def _mask_config(self) -> MaskConfig:
+        """The index's mask settings; a learned flow model, kept in the fingerprint by its hash, by its path."""
+        mask = dict(self.store.fingerprint["mask"])
+        if mask.get("flow") == "learned":  # the path is in settings.json
+            mask["flow_model"] = self.flow_model
+        return MaskConfig.from_dict(mask)
+
+    def read_step(self, device: str = "cpu"):
+        """The CPU half of the index's per-clip step (``pipeline.ReadStep``: decode, mask, motion descriptor),
+        built from its fingerprint and settings alone, with no model: what a CPU worker runs."""
+        from .config import VideoSpec
+        from .gradients import ClipReader
+        from .pipeline import ReadStep
+
+        reader = ClipReader(VideoSpec.from_dict(self.store.fingerprint["video"]), self._mask_config(), device=device)
+        return ReadStep(reader, self._make_featurizer() if self.features_store is not None else None)
+
+    def _embed_into_store(self, clips, batch: int, progress: Progress | None, executor: str = "local",
+                          **ray_options) -> BuildReport:
+        """Embed the clips the channels lack and write them (``pipeline.py``: plan, per-clip step, writer),
+        here or on Ray (the same steps; this process writes either way)."""
         from .pipeline import ClipEmbedder, StoreWriter, plan, run_local
 
         channels = self.channels
         todo = plan(clips, channels)
         writer = StoreWriter(channels, batch=batch, compact=self._compact)
-        run_local(ClipEmbedder(self._ensure_engine(), self._featurizer), todo.work, writer, progress)
+        if executor == "ray":
+            from .ray_executor import run_ray
+
+            run_ray(self.path, todo.work, writer, device=self.device, progress=progress, **ray_options)
+        else:
+            run_local(ClipEmbedder(self._ensure_engine(), self._featurizer), todo.work, writer, progress)
         w = writer.report
         if w.writes >= 8:
             self._compact()
@@ -380,10 +411,7 @@ class MotiveIndex:
         fp = self.store.fingerprint
         # with the build's weights record the weights hash is not recomputed while the model's files are unchanged
         backbone = load_backbone(self.model_ref, device=self.device, record=self.weights_record)
-        mask = dict(fp["mask"])
-        if mask.get("flow") == "learned":  # stored as the model file's hash; the path is in settings.json
-            mask["flow_model"] = self.flow_model
-        engine = GradientEngine(backbone, MaskConfig.from_dict(mask), EstimatorConfig.from_dict(fp["estimator"]),
+        engine = GradientEngine(backbone, self._mask_config(), EstimatorConfig.from_dict(fp["estimator"]),
                                 ProjectionConfig.from_dict(fp["projection"]), checkpointing=self.checkpointing)
         check_fingerprint(fp, engine.fingerprint())  # e.g. the model directory changed since the build
         if backbone.record_status != "matched" and self.model_ref == self._settings_model:
@@ -392,7 +420,7 @@ class MotiveIndex:
             self.weights_record = backbone.weights_record()
             _save_record(self.path, self.model_ref, self.weights_record)
         if self.features_store is not None:
-            self._featurizer = self._make_featurizer(engine)
+            self._featurizer = self._make_featurizer()
         self._engine = engine
         return engine
 
@@ -453,19 +481,26 @@ class MotiveIndex:
                             fixed["removed"], fixed["duplicates"])
 
     def add(self, manifest: str | Path | list, batch: int = 1, progress: Progress | None = None,
-            wait: bool = True) -> BuildReport:
+            wait: bool = True, executor: str = "local", address: str | None = None, workers: int = 1,
+            gpus_per_worker: float = 0.0) -> BuildReport:
         """Embed the clips of ``manifest`` not yet stored, under this index's own settings and model.
 
         Idempotent; removed clips are not added back; new clips are searchable when it returns. Holds the
         write lock throughout (``wait``: as for :meth:`build`). The report adds up: ``added + skipped + removed
-        + len(failed)`` is the number of manifest rows."""
+        + len(failed)`` is the number of manifest rows. ``executor``: ``local`` (this process) or ``ray``
+        (``ray_executor.py``: ``workers`` model actors, ``gpus_per_worker`` GPUs each, on the cluster at
+        ``address`` or a local one); the vectors are the same."""
         from .manifest import read_manifest
 
+        if executor not in EXECUTORS:
+            raise ValueError(f"executor={executor!r} is invalid: one of {', '.join(EXECUTORS)}")
         t0 = time.perf_counter()
         clips = manifest if isinstance(manifest, list) else read_manifest(manifest)
         with self._writing("add", wait):
-            self._ensure_engine()
-            report = self._embed_into_store(clips, batch, progress)
+            if executor == "local":
+                self._ensure_engine()
+            report = self._embed_into_store(clips, batch, progress, executor=executor, address=address,
+                                            workers=workers, gpus_per_worker=gpus_per_worker)
         for ch in self.channels:
             self._ensure_index(ch.name)
         report.seconds = time.perf_counter() - t0

@@ -113,6 +113,20 @@ def _mask_config(kind: str = "flow", motion=None, flow=None, flow_model=None, no
 
 _DEVICE = click.option("--device", default="cpu", show_default=True, callback=_device,
                        help="cpu, cuda or cuda:N.")
+def _run_options(f):
+    """--engine, --address, --workers, --gpus-per-worker: where a build's per-clip work runs."""
+    f = click.option("--gpus-per-worker", default=0.0, show_default=True, type=click.FloatRange(0),
+                     help="With --engine ray: GPUs each model worker takes (0: CPU workers).")(f)
+    f = click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
+                     help="With --engine ray: model workers (each loads the model once).")(f)
+    f = click.option("--address", default=None,
+                     help="With --engine ray: the cluster to join (auto, ray://host:port); default: a local one.")(f)
+    f = click.option("--engine", "executor", type=click.Choice(["local", "ray"]), default="local",
+                     show_default=True,
+                     help="Run the per-clip work here, or on Ray (the ray extra; the same vectors).")(f)
+    return f
+
+
 _NO_WAIT = click.option("--no-wait", "no_wait", is_flag=True,
                         help="Fail at once (exit 6) if another writer holds the index's write lock, instead of "
                              "waiting for it.")
@@ -200,11 +214,13 @@ def finetune(manifest, model, out_dir, steps, lr, batch_size, seed, device, quie
 @click.option("--checkpointing", is_flag=True,
               help="Gradient checkpointing: less memory, more time; same vectors. Kept for later adds/queries.")
 @_DEVICE
+@_run_options
 @_NO_WAIT
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", is_flag=True)
 def build(manifest, model, index_dir, mask, motion, flow, flow_model, normalize, dim, samples, params,
-          precision, loss, features, checkpointing, device, no_wait, as_json, quiet):
+          precision, loss, features, checkpointing, device, executor, address, workers, gpus_per_worker, no_wait,
+          as_json, quiet):
     """Embed MANIFEST's clips into the index at --index (resumes; skips clips already stored)."""
     from .api import MotiveIndex
 
@@ -213,10 +229,21 @@ def build(manifest, model, index_dir, mask, motion, flow, flow_model, normalize,
         _, report = MotiveIndex.build(manifest, model, index_dir, mask=cfg, dim=dim, samples=samples,
                                       params=params, precision=precision, loss=loss, features=features,
                                       checkpointing=checkpointing, device=device, progress=bar,
-                                      wait=not no_wait)
+                                      wait=not no_wait, **_run(executor, address, workers, gpus_per_worker))
     _emit(report.to_dict(), as_json, _report_text(report))
     if report.failed:
         sys.exit(EXIT_PARTIAL)
+
+
+def _run(executor, address, workers, gpus_per_worker) -> dict:
+    if executor == "local" and (address or workers != 1 or gpus_per_worker):
+        raise click.UsageError("--address, --workers and --gpus-per-worker go with --engine ray")
+    if executor == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise click.UsageError("--engine ray needs the ray extra: pip install 'motive-index[ray]'")
+    return {"executor": executor, "address": address, "workers": workers, "gpus_per_worker": gpus_per_worker}
 
 
 def _search_text(st: dict) -> str:
@@ -247,16 +274,18 @@ def _report_text(report) -> str:
 @click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 @_DEVICE
+@_run_options
 @_NO_WAIT
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", is_flag=True)
-def add(manifest, index_dir, device, no_wait, as_json, quiet):
+def add(manifest, index_dir, device, executor, address, workers, gpus_per_worker, no_wait, as_json, quiet):
     """Embed MANIFEST's clips not yet in the index, with the index's own model and settings."""
     from .api import MotiveIndex
 
     idx = MotiveIndex.open(index_dir, device=device)
     with _bar("add", quiet) as bar:
-        report = idx.add(manifest, progress=bar, wait=not no_wait)
+        report = idx.add(manifest, progress=bar, wait=not no_wait,
+                         **_run(executor, address, workers, gpus_per_worker))
     _emit(report.to_dict(), as_json, _report_text(report))
     if report.failed:
         sys.exit(EXIT_PARTIAL)

@@ -79,6 +79,24 @@ class ClipRead(NamedTuple):
     timings: dict           # stage -> seconds (decode, flow)
 
 
+class ClipReader:
+    """Decode, standardize and mask clips for one standard shape and mask setting: the CPU half of the
+    per-clip work, without the model (so it can run on machines or processes that have none)."""
+
+    def __init__(self, spec, mask: MaskConfig, device: str = "cpu"):
+        self.spec, self.mask = spec, mask
+        self.flow = make_flow_estimator(mask, device=device) if mask.kind == "flow" else None
+
+    def read(self, path: str, start_sec: float | None = None, end_sec: float | None = None) -> ClipRead:
+        """Raises VideoError on bad video."""
+        t0 = time.perf_counter()
+        video = load_video(path, self.spec, start_sec=start_sec, end_sec=end_sec)
+        t1 = time.perf_counter()
+        mm = motion_mask(video.frames, self.mask, self.flow)
+        t2 = time.perf_counter()
+        return ClipRead(video, mm, {"decode": t1 - t0, "flow": t2 - t1})
+
+
 class GradientEngine:
     """Turns clips into unit influence vectors under one fixed set of settings (the fingerprint).
 
@@ -100,7 +118,8 @@ class GradientEngine:
         if self.num_params == 0:
             raise ValueError("the transformer has no parameters to take gradients of")
         self.projector = make_projector(projection, self.num_params)
-        self.flow = make_flow_estimator(mask, device=str(backbone.device)) if mask.kind == "flow" else None
+        self.reader = ClipReader(backbone.spec, mask, device=str(backbone.device))
+        self.flow = self.reader.flow
         self.checkpointing = bool(checkpointing)
         if self.checkpointing:
             if not hasattr(backbone.transformer, "enable_gradient_checkpointing"):
@@ -130,12 +149,7 @@ class GradientEngine:
     def read(self, path: str, start_sec: float | None = None, end_sec: float | None = None):
         """The CPU half of :meth:`prepare`: decode, standardize and mask (safe to run in another thread while
         the model works on the previous clip), as a :class:`ClipRead`. Raises VideoError on bad video."""
-        t0 = time.perf_counter()
-        video = load_video(path, self.backbone.spec, start_sec=start_sec, end_sec=end_sec)
-        t1 = time.perf_counter()
-        mm = motion_mask(video.frames, self.mask, self.flow)
-        t2 = time.perf_counter()
-        return ClipRead(video, mm, {"decode": t1 - t0, "flow": t2 - t1})
+        return self.reader.read(path, start_sec, end_sec)
 
     def prepare(self, path: str, caption: str = "", start_sec: float | None = None,
                 end_sec: float | None = None, name: str | None = None, read=None) -> PreparedClip:

@@ -104,19 +104,18 @@ def _influence(channels: list[Channel]) -> Channel:
     raise ValueError("the channels have no influence channel")
 
 
-class ClipEmbedder:
-    """The per-clip step, from a :class:`~motive_index.gradients.GradientEngine` (and the motion channel's
-    featurizer, if any). :meth:`read` is CPU work without the model (safe in another thread); :meth:`finish`
-    is the model's. Both return failures as values."""
+class ReadStep:
+    """The CPU half of the per-clip step, without the model: decode, standardize, mask (a
+    :class:`~motive_index.gradients.ClipReader`) and the motion descriptor (the featurizer, if the work asks
+    for it). Returns ``(ClipRead, descriptor)``, or a failed :class:`ClipRecord`."""
 
-    def __init__(self, engine, featurizer=None):
-        self.engine, self.featurizer = engine, featurizer
+    def __init__(self, reader, featurizer=None):
+        self.reader, self.featurizer = reader, featurizer
 
-    def read(self, work: Work):
-        """``(read, descriptor)`` of the clip (the engine's read: frames, mask, timings), or a failed record."""
+    def __call__(self, work: Work):
         c = work.clip
         try:
-            r = self.engine.read(c.path, c.start_sec, c.end_sec)
+            r = self.reader.read(c.path, c.start_sec, c.end_sec)
             desc = None
             if MOTION in work.channels and self.featurizer is not None:
                 t0 = time.perf_counter()
@@ -125,6 +124,16 @@ class ClipEmbedder:
             return r, desc
         except MotiveIndexError as e:
             return ClipRecord(c, error=str(e))
+
+
+class ClipEmbedder:
+    """The per-clip step, from a :class:`~motive_index.gradients.GradientEngine` (and the motion channel's
+    featurizer, if any). :meth:`read` is CPU work without the model (safe in another thread or process: a
+    :class:`ReadStep`); :meth:`finish` is the model's. Both return failures as values."""
+
+    def __init__(self, engine, featurizer=None):
+        self.engine, self.featurizer = engine, featurizer
+        self.read = ReadStep(engine.reader, featurizer)
 
     def finish(self, work: Work, read) -> ClipRecord:
         """The clip's record, from :meth:`read`'s answer (a failed read passes through)."""
