@@ -32,9 +32,10 @@ and every build is ``MotiveIndex.build(manifest, model, <a fresh index>, dim=64)
    manifest and model, each into a fresh index. Per build: the ``build`` call's wall seconds per clip (the
    interpreter's start not included, nor the first import of the libraries a build uses: torch, diffusers,
    transformers, LanceDB, FAISS... are imported before the clock starts, here and in part 1) and the steady
-   cost per clip as above; then the medians and their ratios new / old, each pair's ratio (new / old s/clip:
-   it cancels the machine's drift between pairs) and their median, and the largest difference of either's
-   vectors against part 1's local build (the refactor must not change them). Without git history (not a git
+   cost per clip as above, and the process's CPU seconds per clip over the same call (all threads: steadier
+   than wall time on a shared machine); then the medians and their ratios new / old, each pair's ratio (new /
+   old s/clip: it cancels the machine's drift between pairs) and their median, and the largest difference of
+   either's vectors against part 1's local build (the refactor must not change them). Without git history (not a git
    checkout, or a shallow clone without that commit) ``--quick`` skips this part, saying why; a full run fails
    at once (exit 2).
 
@@ -111,13 +112,13 @@ def child(job: dict) -> dict:
     ids = [c.clip_id for c in read_manifest(job["manifest"])]
     preload()
     stamps: list[float] = []
-    t0 = time.perf_counter()
+    cpu, t0 = time.process_time(), time.perf_counter()
     idx, report = MotiveIndex.build(job["manifest"], job["model"], job["index"], dim=job["dim"],
                                     progress=lambda i, n, cid: stamps.append(time.perf_counter() - t0))
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu
     inf, mot = idx.store.get_vectors(ids), idx.features_store.get_vectors(ids)
     np.savez(job["vectors"], influence=np.stack([inf[c] for c in ids]), motion=np.stack([mot[c] for c in ids]))
-    return {"file": str(used), "wall_s": wall, "report_seconds": report.seconds, "added": report.added,
+    return {"file": str(used), "wall_s": wall, "cpu_s": cpu, "report_seconds": report.seconds, "added": report.added,
             "failed": len(report.failed), "stamps": stamps, "stage_seconds": report.stage_seconds}
 
 
@@ -363,7 +364,8 @@ def part_before_after(work: Path, manifest: Path, model_dir: Path, ids: list[str
                     run.update(status="error", note=got["error"])
                     log(f"before/after run {k} ({code_name}): {got['error']}")
                     continue
-                run.update(_timing(got["wall_s"], got["stamps"], n), file=got["file"], added=got["added"],
+                run.update(_timing(got["wall_s"], got["stamps"], n), cpu_s_per_clip=got["cpu_s"] / n,
+                           file=got["file"], added=got["added"],
                            failed=got["failed"], stage_seconds=got["stage_seconds"])
                 run["status"] = "ok" if got["added"] == n and not got["failed"] else "error"
                 if local_vecs is not None:
@@ -387,12 +389,15 @@ def part_before_after(work: Path, manifest: Path, model_dir: Path, ids: list[str
             "s_per_clip": statistics.median(r["s_per_clip"] for r in ok) if ok else None,
             "steady_s_per_clip": (statistics.median(r["steady_s_per_clip"] for r in ok)
                                   if ok and all(r["steady_s_per_clip"] for r in ok) else None),
+            "cpu_s_per_clip": statistics.median(r["cpu_s_per_clip"] for r in ok) if ok else None,
             "files": sorted({r["file"] for r in ok}),
         }
     o, w = doc["old"], doc["new"]
     doc["ratio"] = w["s_per_clip"] / o["s_per_clip"] if o["s_per_clip"] and w["s_per_clip"] else None
     doc["steady_ratio"] = (w["steady_s_per_clip"] / o["steady_s_per_clip"]
                            if o["steady_s_per_clip"] and w["steady_s_per_clip"] else None)
+    doc["cpu_ratio"] = (w["cpu_s_per_clip"] / o["cpu_s_per_clip"]
+                        if o["cpu_s_per_clip"] and w["cpu_s_per_clip"] else None)
     runs = doc["runs"]  # old, new, old, new...: each pair's ratio cancels the machine's drift between pairs
     doc["pair_ratios"] = [new_r["s_per_clip"] / old_r["s_per_clip"] for old_r, new_r in zip(runs[::2], runs[1::2])
                           if old_r["status"] == new_r["status"] == "ok"]
@@ -449,9 +454,10 @@ def tables(doc: dict) -> str:
         if r["status"] == "ok" and local["status"] == "ok" and r["steady_s_per_clip"] and local["steady_s_per_clip"]:
             gain = local["steady_s_per_clip"] - r["steady_s_per_clip"]
             head = r["first_clip_s"] - local["first_clip_s"]
+            catch = (f"it would catch the local build after ~{1 + head / gain:.0f} clips" if gain > 0
+                     else "it never catches the local build")
             out.append(f"- Ray, {r['workers']} worker(s): first clip {head:.1f} s after the local build's, then "
-                       f"{gain:.3f} s/clip faster: " + (f"it would catch the local build after ~{1 + head / gain:.0f} "
-                                                         f"clips" if gain > 0 else "it never catches the local build"))
+                       f"{abs(gain):.3f} s/clip {'faster' if gain > 0 else 'slower'}: {catch}")
     out += ["", "## 2. Before / after moving the build loop into pipeline.py (local build, fresh process each)", ""]
     if ba["status"] == "skipped":
         out.append(f"skipped: {ba['reason']}")
@@ -462,19 +468,21 @@ def tables(doc: dict) -> str:
             f"{' (with uncommitted changes in motive_index/)' if ba['new_has_uncommitted_changes'] else ''}; "
             f"motive_index from {', '.join(ba['new']['files']) or '?'}",
             "",
-            "| run | code | status | build wall s | s/clip | first clip s | steady s/clip | max abs diff vs part 1 |",
-            "|---:|---|---|---:|---:|---:|---:|---:|"]
+            "| run | code | status | build wall s | s/clip | first clip s | steady s/clip | CPU s/clip | "
+            "max abs diff vs part 1 |",
+            "|---:|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in ba["runs"]:
         d = r.get("max_abs_diff_vs_local")
         status = r["status"] + (f" ({r['note'][:200]})" if r.get("note") else "")
         out.append(f"| {r['run']} | {r['code']} | {status} | {_f(r.get('wall_s'))} | {_f(r.get('s_per_clip'), '.3f')} "
                    f"| {_f(r.get('first_clip_s'))} | {_f(r.get('steady_s_per_clip'), '.3f')} | "
-                   f"{_f(d['max'] if d else None, '.2e')} |")
+                   f"{_f(r.get('cpu_s_per_clip'), '.3f')} | {_f(d['max'] if d else None, '.2e')} |")
     for code in ("old", "new"):
         m = ba[code]
         out.append(f"| median | {code} | {m['runs']} runs | | {_f(m['s_per_clip'], '.3f')} | | "
-                   f"{_f(m['steady_s_per_clip'], '.3f')} | |")
-    out += ["", f"new / old (medians): s/clip {_f(ba['ratio'], '.3f')}, steady s/clip {_f(ba['steady_ratio'], '.3f')}; "
+                   f"{_f(m['steady_s_per_clip'], '.3f')} | {_f(m['cpu_s_per_clip'], '.3f')} | |")
+    out += ["", f"new / old (medians): s/clip {_f(ba['ratio'], '.3f')}, steady s/clip {_f(ba['steady_ratio'], '.3f')}, "
+                f"CPU s/clip {_f(ba['cpu_ratio'], '.3f')}; "
                 f"s/clip of each pair: {', '.join(format(x, '.3f') for x in ba['pair_ratios']) or '-'} "
                 f"(median {_f(ba['median_pair_ratio'], '.3f')})"]
     return "\n".join(out)

@@ -76,7 +76,7 @@ def test_distributed_benchmark_quick_json():
     assert [r["code"] for r in ba["runs"]] == ["old", "new"]
     for r in ba["runs"]:
         assert r["status"] == "ok" and r["added"] == n and r["failed"] == 0, r
-        assert r["s_per_clip"] > 0 and r["steady_s_per_clip"] > 0, r
+        assert r["s_per_clip"] > 0 and r["steady_s_per_clip"] > 0 and r["cpu_s_per_clip"] > 0, r
         assert r["max_abs_diff_vs_local"]["max"] <= BOUND, r
     worktree = Path(ba["worktree"])
     old_file, new_file = Path(ba["runs"][0]["file"]), Path(ba["runs"][1]["file"])
@@ -86,6 +86,7 @@ def test_distributed_benchmark_quick_json():
     assert math.isfinite(ba["ratio"]) and ba["ratio"] > 0
     assert math.isclose(ba["ratio"], ba["new"]["s_per_clip"] / ba["old"]["s_per_clip"], rel_tol=1e-9)
     assert math.isfinite(ba["steady_ratio"]) and ba["steady_ratio"] > 0
+    assert math.isfinite(ba["cpu_ratio"]) and ba["cpu_ratio"] > 0
     assert len(ba["pair_ratios"]) == 1 and math.isclose(ba["pair_ratios"][0], ba["ratio"], rel_tol=1e-9)
     assert doc["max_abs_diff"] <= BOUND
     # the worktree is removed again
