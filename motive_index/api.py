@@ -10,6 +10,10 @@ channel (projected gradients) at its root, and the motion-feature channel (``fea
 ``motion/`` folder. Both hold the same clips: a build or add writes a clip's descriptor first and its influence
 vector last (the influence store says which clips are done), and a removal removes from both.
 
+A build or add plans which clips each channel lacks and runs the per-clip step (decode, mask, descriptor,
+then the model's gradient and projection) here or on Ray, writing finished clips in order (``pipeline.py``,
+``ray_executor.py``).
+
 Writes (build, add, remove, purge) hold the index's write lock (``lock.py``) for their whole run: a second
 writer waits, naming the holder, or fails at once with ``wait=False``. Each write session starts by repairing
 what an interrupted or racing writer may have left (:meth:`ClipStore.repair`). A removal writes one tombstone
@@ -294,7 +298,8 @@ class MotiveIndex:
         if executor == "ray":
             from .ray_executor import run_ray
 
-            run_ray(self.path, todo.work, writer, device=self.device, progress=progress, **ray_options)
+            model = self.model_ref if self.model_ref != self._settings_model else None  # an override, if any
+            run_ray(self.path, todo.work, writer, device=self.device, model=model, progress=progress, **ray_options)
         else:
             run_local(ClipEmbedder(self._ensure_engine(), self._featurizer), todo.work, writer, progress)
         w = writer.report

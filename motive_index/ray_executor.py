@@ -3,10 +3,14 @@
     MotiveIndex.build(manifest, model, index, engine="ray", address=None, workers=1, gpus_per_worker=0)
     motive-index build MANIFEST --model M --index DIR --engine ray [--address ADDR] [--workers N] [--gpus-per-worker G]
 
-The planned work (the manifest's clips the index lacks, as the local build plans it) becomes a Ray Dataset;
-:func:`_read` runs the CPU half of each clip (decode, flow mask, motion descriptor: ``ReadStep``, no model) as
-Ray tasks; :class:`_Embed` runs the model's half on a pool of actors (``workers`` of them, each loading the
-index's model once from the index's fingerprint and settings, on a GPU each when ``gpus_per_worker`` is set);
+The planned work (the manifest's clips the index lacks, as the local build plans it) becomes a Ray Dataset
+with two map stages: :func:`_read`, the CPU half of each clip (decode, flow mask, motion descriptor:
+``ReadStep``, no model), and :class:`_Embed`, the model's half on a pool of actors (``workers`` of them, each
+loading the index's model once from the index's fingerprint and settings, on a GPU each when
+``gpus_per_worker`` is set). Measured (``benchmarks/distributed.py``): Ray Data fuses the two stages into the
+actors (``ActorPoolMapOperator[Map(_read)->Map(_Embed)]``), so each actor decodes a clip and then runs the
+model on it, without the local build's overlap of the two; on 2 cores that also keeps a CPU stage from being
+starved by the actors.
 the driver, which holds the index's write lock, applies finished records to the LanceDB stores in order and
 in batches with the same :class:`~pipeline.StoreWriter` as a local build (descriptor before influence vector,
 failures recorded, removed clips refused). A killed actor is restarted by Ray and its clip retried; a killed
@@ -51,10 +55,10 @@ def _read(row: dict, index: str) -> dict:
 class _Embed:
     """A Ray actor: the model's half of each clip, the model loaded once per actor."""
 
-    def __init__(self, index: str, device: str = "cpu"):
+    def __init__(self, index: str, device: str = "cpu", model: str | None = None):
         from .api import MotiveIndex
 
-        self.step = MotiveIndex.open(index, device=device).embedder()
+        self.step = MotiveIndex.open(index, device=device, model=model).embedder()
 
     def __call__(self, row: dict) -> dict:
         work: Work = pickle.loads(row["work"])
@@ -63,10 +67,11 @@ class _Embed:
 
 
 def run_ray(index_dir: str | Path, work: list[Work], writer: StoreWriter, *, address: str | None = None,
-            workers: int = 1, gpus_per_worker: float = 0.0, device: str = "cpu",
+            workers: int = 1, gpus_per_worker: float = 0.0, device: str = "cpu", model: str | None = None,
             progress: Progress | None = None) -> None:
     """Embed ``work`` for the index at ``index_dir`` on Ray, applying the records with ``writer`` here, in the
-    order of ``work``. Connects to ``address`` (a running cluster: ``auto``, ``ray://host:port``), or uses the
+    order of ``work``. ``model``: the model the workers load instead of the one the index records (same
+    identity). Connects to ``address`` (a running cluster: ``auto``, ``ray://host:port``), or uses the
     Ray runtime already initialized in this process, or starts a local one for the run."""
     if workers < 1:
         raise ValueError(f"workers={workers} is invalid: at least 1")
@@ -88,7 +93,7 @@ def run_ray(index_dir: str | Path, work: list[Work], writer: StoreWriter, *, add
         # Ray Data's own defaults retry: a task whose worker died runs again, an actor that died is restarted
         # (its model loaded again) and its clip retried
         ds = ds.map(_read, fn_kwargs={"index": index}, num_cpus=1)
-        ds = ds.map(_Embed, fn_constructor_kwargs={"index": index, "device": device}, concurrency=workers,
+        ds = ds.map(_Embed, fn_constructor_kwargs={"index": index, "device": device, "model": model}, concurrency=workers,
                     num_cpus=1, num_gpus=gpus_per_worker or None)
         done = 0
         for row in ds.iter_rows():

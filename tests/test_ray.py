@@ -15,6 +15,7 @@ import ray  # the ray extra is part of the test install: missing, this fails (ne
 
 from motive_index.api import MotiveIndex
 from motive_index.manifest import read_manifest
+from motive_index.types import Clip
 
 
 @pytest.fixture(scope="module")
@@ -55,12 +56,17 @@ def test_ray_build_equals_the_local_build_and_survives_a_killed_worker(ray_clust
                 return
             time.sleep(0.2)
 
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video" * 100)
     killer = threading.Thread(target=kill_one_worker, daemon=True)
     killer.start()
-    idx, report = MotiveIndex.build(dataset, model_dir, index_dir, dim=64, executor="ray", workers=1)
+    idx, report = MotiveIndex.build(clips + [Clip("junk", str(junk))], model_dir, index_dir, dim=64,
+                                    executor="ray", workers=1)
     killer.join(timeout=5)
     assert killed, "no model worker was found to kill"
-    assert report.added == len(clips) and not report.failed and report.skipped == 0
+    assert report.added == len(clips) and report.skipped == 0
+    assert list(report.failed) == ["junk"] and "junk.mp4" in report.failed["junk"]  # recorded with its reason
+    assert [f["clip_id"] for f in idx.store.failures()] == ["junk"]
     assert len(idx.store) == len(clips) and len(set(idx.store.ids())) == len(clips)  # none lost, none twice
     assert len(idx.features_store) == len(clips)
 
