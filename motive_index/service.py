@@ -36,7 +36,6 @@ import hmac
 import ipaddress
 import json
 import logging
-import os
 import shutil
 import tempfile
 import threading

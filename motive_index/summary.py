@@ -110,7 +110,7 @@ def fast_info(index_dir: str | os.PathLike) -> dict[str, Any] | None:
 
 def _record(index_dir: Path, model: str | None) -> dict | None:
     """The weights record in the index's settings, if it vouches for ``model``."""
-    from .api import SETTINGS_FILE
+    from .settings import SETTINGS_FILE
 
     try:
         settings = json.loads((index_dir / SETTINGS_FILE).read_text(encoding="utf-8"))
