@@ -236,7 +236,12 @@ class Service:
         """Run ``fn`` on a worker thread, within the queue bound and the request timeout; ``cleanup`` (an
         upload) is deleted when the work is done, even after a timeout."""
         if model:
-            self.require_ready()
+            try:
+                self.require_ready()
+            except ApiError:
+                if cleanup is not None:
+                    cleanup.unlink(missing_ok=True)
+                raise
         with self._pending_lock:
             if self._pending >= self.cfg.queue:
                 if cleanup is not None:
