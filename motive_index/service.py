@@ -484,6 +484,7 @@ def create_app(cfg: ServiceConfig, index=None, load: bool = True):
             return HTMLResponse(page)
         doc = res.to_dict()
         doc["query"]["video"] = name  # the client's name for it; never our temp path
+        doc["query"]["warnings"] = [str(w).replace(str(path), name) for w in doc["query"].get("warnings", [])]
         doc["index"] = {"fingerprint": service.idx.fingerprint_id, "store_version": service.idx.store.version}
         return doc
 
@@ -498,7 +499,8 @@ def create_app(cfg: ServiceConfig, index=None, load: bool = True):
         stages(request, {"upload": t_up, **prep.timings})
         return {"vector": [float(x) for x in vec], "fingerprint": service.idx.fingerprint_id, "dim": int(len(vec)),
                 "static": bool(prep.metadata.get("static", False)),
-                "warnings": list(prep.metadata.get("warnings", [])),
+                "warnings": [str(w).replace(str(path), video.filename or "upload")
+                             for w in prep.metadata.get("warnings", [])],
                 "timings": prep.timings}
 
     @api.post(f"{API}/lookup", tags=["attribution"])
