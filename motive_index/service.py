@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import (FingerprintMismatchError, GradientError, IndexBusyError, IndexNotFoundError, IndexStateError,
-                     ManifestError, MotiveIndexError, VideoError)
+                     MotiveIndexError, VideoError)
 
 try:
     import uvicorn
@@ -108,26 +108,20 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.headers = status, code, message, headers or {}
 
 
+# the first matching class decides (subclasses before the built-ins they derive from)
+_STATUS = ((IndexBusyError, 503, "index_busy"), (FingerprintMismatchError, 409, "fingerprint_mismatch"),
+           (IndexStateError, 409, "index_state"), (IndexNotFoundError, 503, "index_missing"),
+           (VideoError, 422, "bad_video"), (GradientError, 422, "bad_gradient"),
+           ((ValueError, TypeError), 422, "bad_request"))  # MotiveIndex's argument checks, manifests
+
+
 def error_status(e: BaseException) -> tuple[int, str]:
     """The HTTP status and error code of an exception a request caused: every user error is one 4xx."""
     if isinstance(e, ApiError):
         return e.status, e.code
-    if isinstance(e, IndexBusyError):
-        return 503, "index_busy"
-    if isinstance(e, FingerprintMismatchError):
-        return 409, "fingerprint_mismatch"
-    if isinstance(e, IndexStateError):
-        return 409, "index_state"
-    if isinstance(e, IndexNotFoundError):
-        return 503, "index_missing"
-    if isinstance(e, VideoError):
-        return 422, "bad_video"
-    if isinstance(e, GradientError):
-        return 422, "bad_gradient"
-    if isinstance(e, ManifestError):
-        return 422, "bad_request"
-    if isinstance(e, (ValueError, TypeError)):  # MotiveIndex's argument checks (ValueError subclasses included)
-        return 422, "bad_request"
+    for kinds, status, code in _STATUS:
+        if isinstance(e, kinds):
+            return status, code
     return 500, "internal"
 
 
