@@ -205,12 +205,12 @@ class MotiveIndex:
         from .store import check_fingerprint
 
         fp, ffp = self.store.fingerprint, self.features_store.fingerprint
-        fz = MotionFeaturizer(FeatureConfig.from_dict(ffp["features"]), self._mask_config(),
+        fz = MotionFeaturizer(FeatureConfig.from_dict(ffp["features"]), self.mask_config(),
                               VideoSpec.from_dict(fp["video"]), mask_fingerprint=fp["mask"])
         check_fingerprint(ffp, fz.fingerprint())
         return fz
 
-    def _mask_config(self) -> MaskConfig:
+    def mask_config(self) -> MaskConfig:
         """The index's mask settings; a learned flow model, kept in the fingerprint by its hash, by its path."""
         mask = dict(self.store.fingerprint["mask"])
         if mask.get("flow") == "learned":  # the path is in settings.json
@@ -224,7 +224,7 @@ class MotiveIndex:
         from .gradients import ClipReader
         from .pipeline import ReadStep
 
-        reader = ClipReader(VideoSpec.from_dict(self.store.fingerprint["video"]), self._mask_config(), device=device)
+        reader = ClipReader(VideoSpec.from_dict(self.store.fingerprint["video"]), self.mask_config(), device=device)
         return ReadStep(reader, self._make_featurizer() if self.features_store is not None else None)
 
     def _embed_into_store(self, clips, batch: int, progress: Progress | None, executor: str = "local",
@@ -311,16 +311,15 @@ class MotiveIndex:
             current = self._indexes.get(channel)
             if current is None or current.store_version != store.version:
                 self._indexes[channel] = open_index(store, store.path, current=current, device=self.device)
-                self._nulls[channel] = self._current_null(self._indexes[channel], store)
+                self._nulls[channel] = self._current_null(channel, self._indexes[channel], store)
             return self._indexes[channel]
 
-    def _current_null(self, index, store):
+    def _current_null(self, channel: str, index, store):
         """The channel's null distribution (``calibration.py``) for the index's store version: the saved one if
         it was measured at that version, else measured again now from a sample of stored vectors and saved."""
         from .calibration import load_null, measure_null, save_null
 
-        name = next(ch.name for ch in self.channels if ch.store is store)
-        null = self._nulls.get(name) or load_null(store.path)
+        null = self._nulls.get(channel) or load_null(store.path)
         if null is not None and null.store_version == index.store_version:
             return null
         null = measure_null(index.ids, store.get_vectors, index.store_version)
@@ -357,7 +356,7 @@ class MotiveIndex:
         fp = self.store.fingerprint
         # with the build's weights record the weights hash is not recomputed while the model's files are unchanged
         backbone = load_backbone(self.model_ref, device=self.device, record=self.weights_record)
-        engine = GradientEngine(backbone, self._mask_config(), EstimatorConfig.from_dict(fp["estimator"]),
+        engine = GradientEngine(backbone, self.mask_config(), EstimatorConfig.from_dict(fp["estimator"]),
                                 ProjectionConfig.from_dict(fp["projection"]), checkpointing=self.checkpointing)
         check_fingerprint(fp, engine.fingerprint())  # e.g. the model directory changed since the build
         if backbone.record_status != "matched" and self.model_ref == self._settings_model:

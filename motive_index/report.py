@@ -136,16 +136,6 @@ def _video_spec(index):
     return VideoSpec.from_dict(index.store.fingerprint["video"])
 
 
-def _mask_config(index):
-    """The index's mask settings, as its engine builds them (a learned flow's path is in settings.json)."""
-    from .config import MaskConfig
-
-    mask = dict(index.store.fingerprint["mask"])
-    if mask.get("flow") == "learned":  # the fingerprint holds the flow model's hash, not its path
-        mask["flow_model"] = index.flow_model
-    return MaskConfig.from_dict(mask)
-
-
 def _window_text(start_sec, end_sec) -> str:
     if start_sec is None and end_sec is None:
         return "the standard window of the whole clip"
@@ -249,7 +239,7 @@ def _gather(index, result, video, start_sec, end_sec, title, opposed, keyframes,
 
     # the query: its standardized frames and the motion mask the index's settings make of them
     try:
-        frames, mm = compute_mask(video, _mask_config(index), spec, start_sec=start_sec, end_sec=end_sec)
+        frames, mm = compute_mask(video, index.mask_config(), spec, start_sec=start_sec, end_sec=end_sec)
     except Exception as e:  # the page still shows the hits
         ev.query_error = _reason(e)
         ev.notes.append(f"the query video could not be shown: {ev.query_error}")
