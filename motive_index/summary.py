@@ -29,6 +29,7 @@ FORMAT = 1
 _CHANNELS = ("", "motion")                      # the influence store at the root, the motion channel in motion/
 _TABLES = ("clips", "failures", "removed")
 _INVERTED = 2**63                               # Lance's newer manifest naming stores u64::MAX - version
+_FRESH = ("model_files", "search", "calibration", "verify")  # read again on every info: no table version
 
 
 def _latest_version(versions_dir: Path) -> int | None:
@@ -67,11 +68,9 @@ def write_summary(index_dir: str | os.PathLike, versions: dict, info: dict[str, 
         log.info("could not keep %s in %s: %s", SUMMARY_FILE, index_dir, e)
 
 
-_FRESH = ("model_files", "search", "calibration", "verify")  # read again on every info: no table version
-
-
-def cached_info(index_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """The summary's ``info`` if every table still has the version it records, else None."""
+def cached_info(index_dir: str | os.PathLike) -> tuple[dict[str, Any], dict] | None:
+    """``(info, versions)``: the summary's ``info`` if every table still has the version it records (the
+    versions, as just listed), else None."""
     path = Path(index_dir) / SUMMARY_FILE
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
@@ -82,21 +81,30 @@ def cached_info(index_dir: str | os.PathLike) -> dict[str, Any] | None:
     versions = table_versions(index_dir)
     if versions.get("clips") is None or doc.get("versions") != versions:
         return None
-    return dict(doc["info"])
+    return dict(doc["info"]), versions
 
 
 def fast_info(index_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """:meth:`MotiveIndex.info` without opening the store, when the summary is current (else None)."""
+    """:meth:`MotiveIndex.info` without opening the store, when the summary is current (else None; also when
+    ``settings.json`` is corrupt, so that the caller's full ``info`` reports it)."""
     from .calibration import load_null
+    from .errors import IndexStateError
+    from .settings import read_settings
 
     index_dir = Path(index_dir)
-    info = cached_info(index_dir)
-    if info is None:
+    cached = cached_info(index_dir)
+    if cached is None:
         return None
-    versions = table_versions(index_dir)
+    info, versions = cached
+    try:
+        settings = read_settings(index_dir, model_given=False)
+    except IndexStateError:
+        return None
+    model = info.get("model")
+    record = settings.get("weights_record") if model and settings.get("model") == model else None
     out = dict(info)
     out["index"] = str(index_dir)
-    out["model_files"] = model_files_text(info.get("model"), _record(index_dir, info.get("model")))
+    out["model_files"] = model_files_text(model, record)
     out["search"] = saved_search_stats(index_dir, versions["clips"])
     cal: dict[str, Any] = {}
     for channel, folder, key in (("influence", index_dir, "clips"), ("motion", index_dir / "motion", "motion/clips")):
@@ -106,17 +114,6 @@ def fast_info(index_dir: str | os.PathLike) -> dict[str, Any] | None:
         cal[channel] = None if null is None else {**null.summary(), "stale": null.store_version != versions[key]}
     out["calibration"] = cal
     return out
-
-
-def _record(index_dir: Path, model: str | None) -> dict | None:
-    """The weights record in the index's settings, if it vouches for ``model``."""
-    from .settings import SETTINGS_FILE
-
-    try:
-        settings = json.loads((index_dir / SETTINGS_FILE).read_text(encoding="utf-8"))
-        return settings.get("weights_record") if model and settings.get("model") == model else None
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 def model_files_text(model: str | None, record: dict | None) -> str:

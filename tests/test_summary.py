@@ -40,6 +40,13 @@ def test_fast_info_equals_info_and_goes_stale_with_any_write(tmp_path, built_ind
     assert fast_info(index_dir) is None
     assert MotiveIndex.open(index_dir).info()["size"] == full["size"]  # and info rewrites it
     assert fast_info(index_dir)["size"] == full["size"]
+    # a corrupt settings.json is not answered around: the full info reports it
+    settings = index_dir / "settings.json"
+    good = settings.read_text()
+    settings.write_text("{not json")
+    assert fast_info(index_dir) is None
+    settings.write_text(good)
+    assert fast_info(index_dir)["size"] == full["size"]
 
 
 def test_cli_info_from_the_summary_imports_no_lancedb(tmp_path, built_index):
