@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import socket
 import statistics
@@ -165,6 +164,18 @@ class ServiceProcess:
 
 
 # ------------------------------------------------------------------------------------------ load generation
+
+
+def run_in_process(n_clients: int, n_requests: int, make_worker) -> dict:
+    """The summarized in-process row: one client runs serially in this thread, more as :func:`run_clients`."""
+    if n_clients == 1:
+        do = make_worker()
+        t0 = time.perf_counter()
+        recs = [do(i) for i in range(n_requests)]
+        wall = time.perf_counter() - t0
+    else:
+        recs, wall = run_clients(n_clients, n_requests, make_worker)
+    return summarize("in-process" if n_clients > 1 else "in-process (serial)", n_clients, recs, wall)
 
 
 def run_clients(n_clients: int, n_requests: int, make_worker) -> tuple[list[dict], float]:
@@ -390,14 +401,7 @@ def query_phases(setup: dict, args) -> tuple[list[dict], list[dict]]:
                             "status": "ok", "timings": res.timings}
                 return do
 
-            if n == 1:  # serially, in this thread
-                do = local_worker()
-                t0 = time.perf_counter()
-                recs = [do(i) for i in range(args.requests)]
-                wall = time.perf_counter() - t0
-            else:
-                recs, wall = run_clients(n, args.requests, local_worker)
-            local = summarize("in-process" if n > 1 else "in-process (serial)", n, recs, wall)
+            local = run_in_process(n, args.requests, local_worker)
             rows.append(local)
             ratios.append({"clients": n, "p50_ratio": http["p50_ms"] / local["p50_ms"],
                            "rps_ratio": http["rps"] / local["rps"],
@@ -437,14 +441,7 @@ def lookup_phases(setup: dict, args) -> dict:
 
     local_rows = {}
     for n in args.lookup_clients:
-        if n == 1:
-            do = local_worker()
-            t0 = time.perf_counter()
-            recs = [do(i) for i in range(args.lookup_requests)]
-            wall = time.perf_counter() - t0
-        else:
-            recs, wall = run_clients(n, args.lookup_requests, local_worker)
-        local_rows[n] = summarize("in-process" if n > 1 else "in-process (serial)", n, recs, wall)
+        local_rows[n] = run_in_process(n, args.lookup_requests, local_worker)
     svc = ServiceProcess(dest, Path(setup["work"]) / "serve-lookup.log", args.queue, args.workers)
     ratios = []
     try:

@@ -104,7 +104,7 @@ class ServiceClient:
         doc["query"]["video"] = str(video)
 
         def hits(rows):
-            return [Hit(**{k: v for k, v in h.items()}) for h in rows]
+            return [Hit(**h) for h in rows]
 
         return QueryResult(hits=hits(doc["hits"]), timings=doc["timings"], query=doc["query"],
                            similar=hits(doc["similar"]), combined=hits(doc["combined"]))
