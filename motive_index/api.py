@@ -95,11 +95,14 @@ def compute_mask(video: str | Path, mask: MaskConfig, spec=None, start_sec=None,
 class MotiveIndex:
     """An attribution index on disk: a LanceDB store (the truth), a FAISS index (derived), and its model."""
 
-    def __init__(self, path: Path, store, device: str = "cpu", model: str | None = None):
-        self.path = Path(path)
+    def __init__(self, store, device: str = "cpu", model: str | None = None):
+        #: where the index lives (a folder or an ``s3://`` prefix: ``location.py``)
+        self.location = store.location
+        #: its local folder: the index folder itself, or the local cache of an index on object storage
+        self.path = store.path
         self.store = store
         self.device = device
-        settings = _read_settings(self.path, model_given=model is not None)
+        settings = _read_settings(self.location, model_given=model is not None)
         self.model_ref = model or settings.get("model")
         # the weights record vouches for the model the settings name (not for another one given with --model)
         self._settings_model = settings.get("model")
@@ -108,7 +111,7 @@ class MotiveIndex:
         self.checkpointing = bool(settings.get("checkpointing", False))
         from .store import ClipStore
 
-        fdir = self.path / FEATURES_DIR
+        fdir = self.location.child(FEATURES_DIR)
         self.features_store = None
         if ClipStore.exists(fdir):  # the motion channel shares the influence store's tombstones and lock
             self.features_store = ClipStore.open(fdir, tombstones=store.tombstones, lock=store.write_lock)
@@ -130,8 +133,8 @@ class MotiveIndex:
               samples: int = 1, params: tuple[str, ...] = (), precision: str = "fp32", loss: str = "mse",
               features: bool | FeatureConfig = True, checkpointing: bool = False, device: str = "cpu",
               batch: int = 1, progress: Progress | None = None, wait: bool = True, executor: str = "local",
-              address: str | None = None, workers: int = 1, gpus_per_worker: float = 0.0
-              ) -> tuple["MotiveIndex", BuildReport]:
+              address: str | None = None, workers: int = 1, gpus_per_worker: float = 0.0,
+              storage_options: dict | None = None) -> tuple["MotiveIndex", BuildReport]:
         """Embed every clip of ``manifest`` not yet in the store at ``index`` (creating it if needed).
 
         ``mask``: ``'flow'``, ``'none'`` or a full :class:`MaskConfig`; ``motion``: ``'object'`` or ``'all'``
@@ -143,8 +146,11 @@ class MotiveIndex:
         a clip that fails (bad video, NaN gradient) is recorded with its reason while the build goes on.
         Holds the index's write lock throughout (``wait=False``: :class:`IndexBusyError` at once if another
         writer has it; else it waits, logging who holds it). ``executor``, ``address``, ``workers``,
-        ``gpus_per_worker``: where the per-clip work runs, as for :meth:`add`.
+        ``gpus_per_worker``: where the per-clip work runs, as for :meth:`add`. ``index`` may be a folder or a
+        prefix on object storage (``s3://bucket/prefix``), reached with ``storage_options`` (LanceDB's keys:
+        ``aws_endpoint``, ``aws_region``, ``allow_http``, ...) or, by default, the environment's settings.
         """
+        from .location import Location
         from .lock import write_lock
         from .manifest import read_manifest
 
@@ -152,8 +158,9 @@ class MotiveIndex:
             raise ValueError(f"executor={executor!r} is invalid: one of {', '.join(EXECUTORS)}")
         t_start = time.perf_counter()
         clips = manifest if isinstance(manifest, list) else read_manifest(manifest)  # bad manifest: fail first
-        with write_lock(index).hold("build", wait=wait):
-            return cls._build_locked(clips, model, Path(index), t_start, mask=mask, motion=motion, dim=dim,
+        location = Location.of(index, storage_options)
+        with write_lock(location).hold("build", wait=wait):
+            return cls._build_locked(clips, model, location, t_start, mask=mask, motion=motion, dim=dim,
                                      projection_seed=projection_seed, timestep=timestep, noise_seed=noise_seed,
                                      samples=samples, params=params, precision=precision, loss=loss,
                                      features=features, checkpointing=checkpointing, device=device, batch=batch,
@@ -161,7 +168,7 @@ class MotiveIndex:
                                                              "workers": workers, "gpus_per_worker": gpus_per_worker})
 
     @classmethod
-    def _build_locked(cls, clips, model, index_dir: Path, t_start: float, *, mask, motion, dim, projection_seed,
+    def _build_locked(cls, clips, model, location, t_start: float, *, mask, motion, dim, projection_seed,
                       timestep, noise_seed, samples, params, precision, loss, features, checkpointing, device,
                       batch, progress, run):
         from .backbones import load_backbone
@@ -169,7 +176,7 @@ class MotiveIndex:
         from .store import ClipStore
 
         model_ref = _model_ref(model)
-        settings = _read_settings(index_dir, model_given=True)   # a resumed build: its record, if the same model
+        settings = _read_settings(location, model_given=True)   # a resumed build: its record, if the same model
         backbone = load_backbone(model, device=device, record=(settings.get("weights_record")
                                                                if settings.get("model") == model_ref else None))
         if not isinstance(mask, MaskConfig):
@@ -181,16 +188,16 @@ class MotiveIndex:
         engine = GradientEngine(backbone, mask, estimator, ProjectionConfig(dim=dim, seed=projection_seed),
                                 checkpointing=checkpointing)
         fp = engine.fingerprint()
-        store = ClipStore.create(index_dir, fp, dim)   # refuses another fingerprint
+        store = ClipStore.create(location, fp, dim)   # refuses another fingerprint
         if features is not False:
             from .features import MotionFeaturizer
 
             fz = MotionFeaturizer(features if isinstance(features, FeatureConfig) else FeatureConfig(), mask,
                                   backbone.spec, mask_fingerprint=fp["mask"])
-            ClipStore.create(index_dir / FEATURES_DIR, fz.fingerprint(), fz.dim, tombstones=store.tombstones,
+            ClipStore.create(location.child(FEATURES_DIR), fz.fingerprint(), fz.dim, tombstones=store.tombstones,
                              lock=store.write_lock)
-        _write_settings(index_dir, model_ref, mask, checkpointing, record=backbone.weights_record())
-        self = cls(index_dir, store, device=device)
+        _write_settings(location, model_ref, mask, checkpointing, record=backbone.weights_record())
+        self = cls(store, device=device)
         self._engine = engine
         if self.features_store is not None:
             self._featurizer = self._make_featurizer()
@@ -240,7 +247,7 @@ class MotiveIndex:
             from .ray_executor import run_ray
 
             model = self.model_ref if self.model_ref != self._settings_model else None  # an override, if any
-            run_ray(self.path, todo.work, writer, device=self.device, model=model, progress=progress, **ray_options)
+            run_ray(self.location, todo.work, writer, device=self.device, model=model, progress=progress, **ray_options)
         else:
             run_local(ClipEmbedder(self._ensure_engine(), self._featurizer), todo.work, writer, progress)
         w = writer.report
@@ -268,20 +275,23 @@ class MotiveIndex:
         for ch in self.channels:
             if ch.name == channel:
                 return ch.store
-        raise IndexStateError(f"index {str(self.path)!r} has no {channel!r} channel")
+        raise IndexStateError(f"index {str(self.location)!r} has no {channel!r} channel")
 
 
     # ----- opening and querying -------------------------------------------------------------------------------
     @classmethod
-    def open(cls, index: str | Path, device: str = "cpu", model: str | Path | None = None) -> "MotiveIndex":
-        """Open an index. ``model`` overrides the model recorded at build time (it must have the same identity)."""
+    def open(cls, index: str | Path, device: str = "cpu", model: str | Path | None = None,
+             storage_options: dict | None = None) -> "MotiveIndex":
+        """Open an index: a folder, or a prefix on object storage (``s3://bucket/prefix``, with
+        ``storage_options`` as for :meth:`build`). ``model`` overrides the model recorded at build time (it must
+        have the same identity)."""
+        from .location import Location
         from .store import ClipStore
 
-        index_dir = Path(index)
-        if not ClipStore.exists(index_dir):
-            raise IndexNotFoundError(str(index_dir))
-        return cls(index_dir, ClipStore.open(index_dir), device=device,
-                   model=_model_ref(model) if model is not None else None)
+        location = Location.of(index, storage_options)
+        if not ClipStore.exists(location):
+            raise IndexNotFoundError(str(location))
+        return cls(ClipStore.open(location), device=device, model=_model_ref(model) if model is not None else None)
 
     def _ensure_index(self, channel: str = "influence"):
         """The channel's FAISS index, caught up with its store's newest version (never ahead of it).
@@ -297,9 +307,9 @@ class MotiveIndex:
                     self._repair()
             except IndexBusyError:
                 log.info("index %s: removed clips still stored; the writer holding the lock deletes them",
-                         self.path)
+                         self.location)
             except OSError as e:  # a read-only index: searches filter them out all the same
-                log.info("index %s: removed clips still stored, and no repair possible here (%s)", self.path, e)
+                log.info("index %s: removed clips still stored, and no repair possible here (%s)", self.location, e)
             else:
                 index = self._caught_up(channel, store)
         return index
@@ -325,7 +335,7 @@ class MotiveIndex:
         null = measure_null(index.ids, store.get_vectors, index.store_version)
         if null is not None:
             save_null(store.path, null)
-            log.info("index %s: null distribution measured on %d clips (%d pairs) in %.2f s", store.path,
+            log.info("index %s: null distribution measured on %d clips (%d pairs) in %.2f s", store.location,
                      null.sample, null.pairs, null.seconds)
         return null
 
@@ -351,7 +361,7 @@ class MotiveIndex:
         from .store import check_fingerprint
 
         if not self.model_ref:
-            raise IndexStateError(f"index {str(self.path)!r} records no model ({SETTINGS_FILE} is missing or names "
+            raise IndexStateError(f"index {str(self.location)!r} records no model ({SETTINGS_FILE} is missing or names "
                                   f"none); pass model=... (--model MODEL_DIR)")
         fp = self.store.fingerprint
         # with the build's weights record the weights hash is not recomputed while the model's files are unchanged
@@ -363,7 +373,7 @@ class MotiveIndex:
             # hashed in full and it is the index's model: keep the fresh record (files touched, a library
             # upgraded, or an index from before records), so the next load does not hash again
             self.weights_record = backbone.weights_record()
-            _save_record(self.path, self.model_ref, self.weights_record)
+            _save_record(self.location, self.model_ref, self.weights_record)
         if self.features_store is not None:
             self._featurizer = self._make_featurizer()
         self._engine = engine
@@ -392,7 +402,7 @@ class MotiveIndex:
         from .backbones import load_backbone
 
         if not self.model_ref:
-            raise IndexStateError(f"index {str(self.path)!r} records no model ({SETTINGS_FILE} is missing or names "
+            raise IndexStateError(f"index {str(self.location)!r} records no model ({SETTINGS_FILE} is missing or names "
                                   f"none); pass model=... (--model MODEL_DIR)")
         t0 = time.perf_counter()
         backbone = load_backbone(self.model_ref, device=self.device, verify=True)
@@ -400,7 +410,7 @@ class MotiveIndex:
         differs = sorted(k for k in set(ident) | set(stored) if ident.get(k) != stored.get(k))
         if not differs and self.model_ref == self._settings_model:
             self.weights_record = backbone.weights_record()
-            _save_record(self.path, self.model_ref, self.weights_record)
+            _save_record(self.location, self.model_ref, self.weights_record)
         return {"match": not differs, "differs": differs, "seconds": time.perf_counter() - t0}
 
     def _model_files(self) -> str:
@@ -422,7 +432,7 @@ class MotiveIndex:
             fixed = ch.store.repair()
             if any(fixed.values()):
                 log.warning("index %s (%s channel): deleted %d row(s) of removed clips and %d duplicate "
-                            "row(s) left by an interrupted or racing writer", self.path, ch.name,
+                            "row(s) left by an interrupted or racing writer", self.location, ch.name,
                             fixed["removed"], fixed["duplicates"])
 
     def add(self, manifest: str | Path | list, batch: int = 1, progress: Progress | None = None,
@@ -551,7 +561,7 @@ class MotiveIndex:
         if n_similar < 0:
             raise ValueError(f"similar={similar} is invalid: 0 (none) or more")
         if combined and self.features_store is None:
-            raise IndexStateError(f"index {str(self.path)!r} has no motion-feature channel, so no combined "
+            raise IndexStateError(f"index {str(self.location)!r} has no motion-feature channel, so no combined "
                                    f"ranking; add one with `motive-index build` on the same manifest and settings")
         t0 = time.perf_counter()
         engine = self._ensure_engine()
@@ -617,13 +627,13 @@ class MotiveIndex:
         if by not in ("influence", "similarity"):
             raise ValueError(f"by={by!r} is invalid: 'influence' or 'similarity'")
         if by == "similarity" and self.features_store is None:
-            raise IndexStateError(f"index {str(self.path)!r} has no motion-feature channel to curate by")
+            raise IndexStateError(f"index {str(self.location)!r} has no motion-feature channel to curate by")
         clips = queries if isinstance(queries, list) else read_manifest(queries)
         engine = self._ensure_engine()
         store = self.store if by == "influence" else self.features_store
         ids, stored = store.vectors()
         if not ids:
-            raise IndexStateError(f"index {str(self.path)!r} is empty: nothing to curate")
+            raise IndexStateError(f"index {str(self.location)!r} is empty: nothing to curate")
         rows, failed = [], {}
         for i, q in enumerate(clips):
             try:
@@ -676,7 +686,7 @@ class MotiveIndex:
         """What a serving process reports, cheaply (no table scans, no hashing): size, store version,
         fingerprint id, model, the search index in memory (kind, recall, ``stale``: the store moved on since it
         was caught up, e.g. another process added clips) and the calibration."""
-        return {"index": str(self.path), "size": len(self.store), "store_version": self.store.version,
+        return {"index": str(self.location), "size": len(self.store), "store_version": self.store.version,
                 "fingerprint": self.fingerprint_id, "dim": self.store.dim, "model": self.model_ref,
                 "removed": len(self.store.tombstones), "search": self._search_stats(),
                 "motion_channel": (None if self.features_store is None else
@@ -688,10 +698,10 @@ class MotiveIndex:
         fingerprint (:meth:`verify_model`; seconds to minutes for a real model)."""
         from .summary import table_versions, write_summary
 
-        versions = table_versions(self.path)  # before the counts: a write landing meanwhile makes it stale
+        versions = table_versions(self.location)  # before the counts: a write landing meanwhile makes it stale
         fp = self.store.fingerprint
         extra = {"verify": self.verify_model()} if verify else {}
-        out = {"index": str(self.path), "size": len(self.store), "store_version": self.store.version,
+        out = {"index": str(self.location), "size": len(self.store), "store_version": self.store.version,
                 "fingerprint_id": self.fingerprint_id,
                 "dim": self.store.dim, "model": self.model_ref, "model_files": self._model_files(), **extra,
                 "failed": len(self.store.failures()),
@@ -702,7 +712,7 @@ class MotiveIndex:
                                    if self.features_store is not None else None),
                 "fingerprint": fp}
         if self.model_ref == self._settings_model:  # not for a model given to this process only
-            write_summary(self.path, versions, out)  # what a later `info` answers without opening the store
+            write_summary(self.location, versions, out)  # what a later `info` answers without opening the store
         return out
 
     def _keep_summary(self) -> None:
@@ -710,4 +720,4 @@ class MotiveIndex:
         try:
             self.info()
         except Exception as e:  # noqa: BLE001 - the summary is an optimization; info recomputes without it
-            log.info("index %s: no summary kept (%s)", self.path, e)
+            log.info("index %s: no summary kept (%s)", self.location, e)

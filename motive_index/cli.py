@@ -132,6 +132,31 @@ _NO_WAIT = click.option("--no-wait", "no_wait", is_flag=True,
                              "waiting for it.")
 
 
+class _IndexType(click.ParamType):
+    """``--index``: a folder (a Path), or a prefix on object storage (``s3://bucket/prefix``, kept as text)."""
+
+    name = "DIR|s3://BUCKET/PREFIX"
+
+    def convert(self, value, param, ctx):
+        from .location import Location, is_uri
+
+        if isinstance(value, Path):
+            return value
+        if is_uri(value):
+            try:
+                Location.of(value)
+            except ValueError as e:
+                self.fail(str(e), param, ctx)
+            return value
+        path = Path(value)
+        if path.is_file():
+            self.fail(f"{value!r} is a file; --index names a folder (or s3://bucket/prefix)", param, ctx)
+        return path
+
+
+INDEX = _IndexType()
+
+
 @click.group(cls=_Group)
 @click.version_option(__version__, prog_name="motive-index")
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens (index loads and rebuilds, failures).")
@@ -193,7 +218,7 @@ def finetune(manifest, model, out_dir, steps, lr, batch_size, seed, device, quie
 @main.command()
 @click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--model", required=True, help="'tiny' or a local diffusers model directory.")
-@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--index", "index_dir", required=True, type=INDEX)
 @click.option("--mask", type=click.Choice(["flow", "none"]), default="flow", show_default=True,
               help="flow: the motion-weighted loss; none: the ordinary loss (baseline).")
 @_mask_options
@@ -272,7 +297,7 @@ def _report_text(report) -> str:
 
 @main.command()
 @click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--index", "index_dir", required=True, type=INDEX)
 @_DEVICE
 @_run_options
 @_NO_WAIT
@@ -293,7 +318,7 @@ def add(manifest, index_dir, device, executor, address, workers, gpus_per_worker
 
 @main.command()
 @click.argument("clip_ids", nargs=-1)
-@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--index", "index_dir", required=True, type=INDEX)
 @click.option("--manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Also remove every clip_id of this manifest.")
 @click.option("--reason", default="", help="Recorded with each removal (e.g. 'licence withdrawn').")
@@ -318,7 +343,7 @@ def remove(clip_ids, index_dir, manifest, reason, no_wait, as_json):
 
 
 @main.command()
-@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--index", "index_dir", required=True, type=INDEX)
 @_NO_WAIT
 @click.option("--json", "as_json", is_flag=True)
 def purge(index_dir, no_wait, as_json):
@@ -349,7 +374,7 @@ def _calibration_text(cal: dict) -> str:
 
 @main.command()
 @click.argument("video", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--index", "index_dir", default=None, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--index", "index_dir", default=None, type=INDEX,
               help="The index (needed unless --server is given).")
 @click.option("--server", envvar="MOTIVE_INDEX_SERVER", default=None,
               help="Ask a running `motive-index serve` at this URL (env MOTIVE_INDEX_SERVER) instead of loading "
@@ -407,7 +432,7 @@ def query(video, index_dir, server, prompt, k, negative, model, motion, similar,
 
 @main.command()
 @click.argument("video", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--index", "index_dir", required=True, type=INDEX)
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The evidence page: one self-contained HTML file (images inlined).")
 @click.option("--png", default=None, type=click.Path(dir_okay=False, path_type=Path),
@@ -447,7 +472,7 @@ def report(video, index_dir, out, png, prompt, k, similar, start_sec, end_sec, m
 
 @main.command()
 @click.argument("queries", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--index", "index_dir", required=True, type=INDEX)
 @click.option("--keep", default=0.1, show_default=True, type=click.FloatRange(0, 1, min_open=True),
               help="Fraction of the stored clips to keep.")
 @click.option("--percentile", default=90.0, show_default=True, type=click.FloatRange(0, 100, max_open=True),
@@ -483,7 +508,7 @@ def curate(queries, index_dir, keep, percentile, by, out, device, as_json, quiet
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="FILE.npy (float32 (frames, height, width) in [0, 1]), FILE.png (a contact sheet) or FILE.mp4.")
 @click.option("--model", default=None, help="Standardize to this model's shape ('tiny' or a model directory).")
-@click.option("--index", "index_dir", default=None, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--index", "index_dir", default=None, type=INDEX,
               help="Use this index's shape and mask settings (options given here override them).")
 @_mask_options
 @click.option("--start-sec", type=click.FloatRange(min=0), default=None, help="As a manifest's start_sec.")
@@ -524,7 +549,7 @@ def mask(video, out, model, index_dir, motion, flow, flow_model, normalize, star
 
 
 @main.command()
-@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--index", "index_dir", required=True, type=INDEX)
 @click.option("--verify", is_flag=True,
               help="Rehash the model's weights in full and compare them with the fingerprint (slow for big models).")
 @click.option("--json", "as_json", is_flag=True)
@@ -557,7 +582,7 @@ def info(index_dir, verify, as_json):
 
 
 @main.command()
-@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--index", "index_dir", required=True, type=INDEX)
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind; anything but loopback needs a token (and a TLS proxy in front).")
 @click.option("--port", default=8750, show_default=True, type=click.IntRange(0, 65535))

@@ -25,6 +25,7 @@ import logging
 import pickle
 from pathlib import Path
 
+from .location import Location
 from .pipeline import ClipRecord, Progress, StoreWriter, Work
 
 log = logging.getLogger(__name__)
@@ -41,13 +42,13 @@ def _ray():
     return ray
 
 
-def _read(row: dict, index: str) -> dict:
+def _read(row: dict, index: str, storage_options: dict | None = None) -> dict:
     """A Ray task: the CPU half of one clip (no model), its answer pickled for the next stage."""
     step = _STEPS.get(index)
     if step is None:
         from .api import MotiveIndex
 
-        step = _STEPS[index] = MotiveIndex.open(index).read_step()
+        step = _STEPS[index] = MotiveIndex.open(index, storage_options=storage_options).read_step()
     work: Work = pickle.loads(row["work"])
     return {"i": row["i"], "work": row["work"], "read": pickle.dumps(step(work))}
 
@@ -55,10 +56,11 @@ def _read(row: dict, index: str) -> dict:
 class _Embed:
     """A Ray actor: the model's half of each clip, the model loaded once per actor."""
 
-    def __init__(self, index: str, device: str = "cpu", model: str | None = None):
+    def __init__(self, index: str, device: str = "cpu", model: str | None = None,
+                 storage_options: dict | None = None):
         from .api import MotiveIndex
 
-        self.step = MotiveIndex.open(index, device=device, model=model).embedder()
+        self.step = MotiveIndex.open(index, device=device, model=model, storage_options=storage_options).embedder()
 
     def __call__(self, row: dict) -> dict:
         work: Work = pickle.loads(row["work"])
@@ -66,13 +68,15 @@ class _Embed:
         return {"i": row["i"], "record": pickle.dumps(rec)}
 
 
-def run_ray(index_dir: str | Path, work: list[Work], writer: StoreWriter, *, address: str | None = None,
+def run_ray(index_dir, work: list[Work], writer: StoreWriter, *, address: str | None = None,
             workers: int = 1, gpus_per_worker: float = 0.0, device: str = "cpu", model: str | None = None,
             progress: Progress | None = None) -> None:
     """Embed ``work`` for the index at ``index_dir`` on Ray, applying the records with ``writer`` here, in the
     order of ``work``. ``model``: the model the workers load instead of the one the index records (same
     identity). Connects to ``address`` (a running cluster: ``auto``, ``ray://host:port``), or uses the
-    Ray runtime already initialized in this process, or starts a local one for the run."""
+    Ray runtime already initialized in this process, or starts a local one for the run. ``index_dir``: a
+    folder (every worker must see it at the same path: a shared file system), or a Location or URI on object
+    storage (workers reach it with the storage options given here, or their own environment's)."""
     if workers < 1:
         raise ValueError(f"workers={workers} is invalid: at least 1")
     if gpus_per_worker < 0:
@@ -83,7 +87,9 @@ def run_ray(index_dir: str | Path, work: list[Work], writer: StoreWriter, *, add
     own = not ray.is_initialized()
     if own:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    index = str(Path(index_dir).resolve())
+    location = Location.of(index_dir)
+    index = location.uri if location.remote else str(Path(location.uri).resolve())
+    options = location.storage_options or None
     try:
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # records come back in the order of the work
@@ -92,8 +98,9 @@ def run_ray(index_dir: str | Path, work: list[Work], writer: StoreWriter, *, add
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         # Ray Data's own defaults retry: a task whose worker died runs again, an actor that died is restarted
         # (its model loaded again) and its clip retried
-        ds = ds.map(_read, fn_kwargs={"index": index}, num_cpus=1)
-        ds = ds.map(_Embed, fn_constructor_kwargs={"index": index, "device": device, "model": model}, concurrency=workers,
+        ds = ds.map(_read, fn_kwargs={"index": index, "storage_options": options}, num_cpus=1)
+        ds = ds.map(_Embed, fn_constructor_kwargs={"index": index, "device": device, "model": model,
+                                                   "storage_options": options}, concurrency=workers,
                     num_cpus=1, num_gpus=gpus_per_worker or None)
         done = 0
         for row in ds.iter_rows():

@@ -74,7 +74,7 @@ class ServiceConfig:
     """How the service runs. ``token``/``curator_token``: None for none. ``uploads``: where clips added over
     HTTP are kept (they are the store's training clips; default ``INDEX/uploads``)."""
 
-    index: Path
+    index: Path | str
     device: str = "cpu"
     model: str | None = None
     token: str | None = None
@@ -88,7 +88,9 @@ class ServiceConfig:
     json_logs: bool = False
 
     def __post_init__(self):
-        self.index = Path(self.index)
+        from .location import is_uri
+
+        self.index = self.index if is_uri(self.index) else Path(self.index)  # a folder, or s3://bucket/prefix
         for name in ("queue", "workers", "max_k"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}={getattr(self, name)!r} is invalid: at least 1")

@@ -11,6 +11,9 @@ Layout of an index directory ``INDEX_DIR``::
       fingerprint.json      human-readable copy of the fingerprint (the table's copy is authoritative)
       faiss.index, faiss.json   the derived FAISS index (see ``index.py``)
 
+``INDEX_DIR`` may also be a prefix on object storage, ``s3://bucket/prefix`` (``location.py``): the same layout
+there, but for the derived files (FAISS, null distributions, summary), which live in a local cache folder.
+
 The fingerprint lives in the Arrow schema metadata of the ``clips`` table under the key
 ``motive_index.fingerprint`` (JSON text). LanceDB keeps schema metadata across appends, merges, deletes and
 compaction, so the fingerprint travels with the vectors it describes and anyone who opens the table (pandas,
@@ -33,6 +36,7 @@ import datetime as _dt
 import json
 import os
 import threading
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any, Iterable
@@ -40,8 +44,9 @@ from typing import Any, Iterable
 import numpy as np
 import pyarrow as pa
 
-from ._io import atomic_write, plain
-from .lock import WriteLock, write_lock
+from ._io import plain
+from .location import Location
+from .lock import write_lock
 from .errors import FingerprintMismatchError, IndexNotFoundError, IndexStateError
 
 DB_DIRNAME = "lancedb"
@@ -52,6 +57,7 @@ FINGERPRINT_FILE = "fingerprint.json"
 FINGERPRINT_KEY = b"motive_index.fingerprint"
 FORMAT_KEY = b"motive_index.format"
 FORMAT_VERSION = b"1"
+STORE_ID_KEY = b"motive_index.store_id"  # a random id given at creation: tells a store from one made again there
 
 # Ids per ``clip_id IN (...)`` filter: keeps each SQL expression small; LanceDB answers each in milliseconds.
 _IN_CHUNK = 1000
@@ -168,10 +174,12 @@ _TS = pa.timestamp("us", tz="UTC")
 
 
 def clips_schema(dim: int, fingerprint: dict | None = None) -> pa.Schema:
-    """Arrow schema of the ``clips`` table (fingerprint, if given, in the schema metadata)."""
+    """Arrow schema of the ``clips`` table (fingerprint, if given, in the schema metadata, with a new store
+    id)."""
     meta = None
     if fingerprint is not None:
-        meta = {FINGERPRINT_KEY: json.dumps(fingerprint, sort_keys=True).encode(), FORMAT_KEY: FORMAT_VERSION}
+        meta = {FINGERPRINT_KEY: json.dumps(fingerprint, sort_keys=True).encode(), FORMAT_KEY: FORMAT_VERSION,
+                STORE_ID_KEY: uuid.uuid4().hex.encode()}
     return pa.schema([
         pa.field("clip_id", pa.string(), nullable=False),
         pa.field("path", pa.string()),
@@ -194,10 +202,6 @@ FAILURES_SCHEMA = pa.schema([
     pa.field("reason", pa.string()),
     pa.field("at", _TS),
 ])
-
-
-def _db_dir(index_dir: str | os.PathLike) -> Path:
-    return Path(index_dir) / DB_DIRNAME
 
 
 def _table_names(db) -> list[str]:
@@ -307,9 +311,9 @@ class ClipStore:
     Use :meth:`create` (or continue) and :meth:`open`; the constructor is internal.
     """
 
-    def __init__(self, index_dir: Path, db, clips, tombstones: Tombstones | None = None,
-                 lock: WriteLock | None = None):
-        self._path = Path(index_dir)
+    def __init__(self, location: Location, db, clips, tombstones: Tombstones | None = None, lock=None):
+        self._location = location
+        self._path = location.local
         self._db = db
         self._clips = clips
         self._failures = None
@@ -317,46 +321,51 @@ class ClipStore:
         #: the removed ids this store refuses and readers filter out (shared with the motion channel)
         self.tombstones = tombstones if tombstones is not None else Tombstones(db)
         #: the index's write lock, held by every write (shared with the motion channel)
-        self.write_lock = lock if lock is not None else write_lock(self._path)
+        self.write_lock = lock if lock is not None else write_lock(location)
         meta = clips.schema.metadata or {}
         if FINGERPRINT_KEY not in meta:
             raise IndexStateError(
-                f"{str(self._db_dir)!r}: table {CLIPS_TABLE!r} has no motive-index fingerprint in its schema "
-                f"metadata; it was not made by motive-index. Use another --index folder.")
+                f"{location.join(DB_DIRNAME)!r}: table {CLIPS_TABLE!r} has no motive-index fingerprint in its "
+                f"schema metadata; it was not made by motive-index. Use another --index folder.")
         self._fingerprint = json.loads(meta[FINGERPRINT_KEY].decode())
+        #: the id given at creation (None for a store made before ids were given)
+        self.store_id = meta[STORE_ID_KEY].decode() if STORE_ID_KEY in meta else None
+        location.claim_cache(self.store_id)
         vtype = clips.schema.field("vector").type
         self._dim = int(vtype.list_size)
 
     # ---- construction ---------------------------------------------------------------------------------------
 
     @staticmethod
-    def exists(index_dir: str | os.PathLike) -> bool:
-        """Whether ``index_dir`` holds a store (never creates anything)."""
-        db_dir = _db_dir(index_dir)
-        if not db_dir.is_dir():  # lancedb.connect would create the folder: look first
+    def exists(index_dir: "str | os.PathLike | Location") -> bool:
+        """Whether ``index_dir`` (a folder, an ``s3://`` URI or a Location) holds a store (never creates
+        anything)."""
+        location = Location.of(index_dir)
+        if not location.has_folder(DB_DIRNAME):  # lancedb.connect would create the folder: look first
             return False
-        return CLIPS_TABLE in _table_names(_lancedb().connect(str(db_dir)))
+        _lancedb()
+        return CLIPS_TABLE in _table_names(location.connect(DB_DIRNAME))
 
     @classmethod
-    def open(cls, index_dir: str | os.PathLike, tombstones: Tombstones | None = None,
-             lock: WriteLock | None = None) -> "ClipStore":
+    def open(cls, index_dir: "str | os.PathLike | Location", tombstones: Tombstones | None = None,
+             lock=None) -> "ClipStore":
         """Open an existing store at its newest version; :class:`IndexNotFoundError` if there is none.
 
         ``tombstones`` and ``lock``: another store's (the motion channel shares the influence store's);
         by default its own ``removed`` table and the lock of ``index_dir``."""
-        index_dir = Path(index_dir)
-        if not cls.exists(index_dir):
-            raise IndexNotFoundError(str(index_dir))
-        db = _lancedb().connect(str(_db_dir(index_dir)))
+        location = Location.of(index_dir)
+        if not cls.exists(location):
+            raise IndexNotFoundError(str(location))
+        db = location.connect(DB_DIRNAME)
         try:
             clips = db.open_table(CLIPS_TABLE)
         except ValueError as e:  # removed between exists() and here
-            raise IndexNotFoundError(str(index_dir)) from e
-        return cls(index_dir, db, clips, tombstones, lock)
+            raise IndexNotFoundError(str(location)) from e
+        return cls(location, db, clips, tombstones, lock)
 
     @classmethod
-    def create(cls, index_dir: str | os.PathLike, fingerprint: dict, dim: int,
-               tombstones: Tombstones | None = None, lock: WriteLock | None = None) -> "ClipStore":
+    def create(cls, index_dir: "str | os.PathLike | Location", fingerprint: dict, dim: int,
+               tombstones: Tombstones | None = None, lock=None) -> "ClipStore":
         """Create a store, or continue the one already there if its fingerprint and ``dim`` equal these.
 
         Raises :class:`FingerprintMismatchError` naming the first differing field otherwise.
@@ -366,39 +375,42 @@ class ClipStore:
             raise ValueError(f"dim={dim!r} is invalid: a positive int (the projection's output size)")
         dim = int(dim)
         fingerprint = normalize_fingerprint(fingerprint)
-        index_dir = Path(index_dir)
-        if cls.exists(index_dir):
-            store = cls.open(index_dir, tombstones, lock)
+        location = Location.of(index_dir)
+        if cls.exists(location):
+            store = cls.open(location, tombstones, lock)
         else:
-            index_dir.mkdir(parents=True, exist_ok=True)
-            db = _lancedb().connect(str(_db_dir(index_dir)))
+            if not location.remote:
+                Path(location.uri).mkdir(parents=True, exist_ok=True)
+            _lancedb()
+            db = location.connect(DB_DIRNAME)
             try:
                 clips = db.create_table(CLIPS_TABLE, schema=clips_schema(dim, fingerprint))
             except ValueError as e:
                 if "already exists" not in str(e):
                     raise
                 clips = db.open_table(CLIPS_TABLE)  # another process created it first: check theirs
-            store = cls(index_dir, db, clips, tombstones, lock)
+            store = cls(location, db, clips, tombstones, lock)
         check_fingerprint(store._fingerprint, fingerprint)
         if store._dim != dim:
             raise FingerprintMismatchError("dim", store._dim, dim)
         store._ensure_failures_table()
-        fp_file = index_dir / FINGERPRINT_FILE
         text = json.dumps(store._fingerprint, indent=2, sort_keys=True) + "\n"
-        if not fp_file.exists() or fp_file.read_text(encoding="utf-8") != text:
-            atomic_write(fp_file, text)
+        if location.read_text(FINGERPRINT_FILE) != text:
+            location.write_text(FINGERPRINT_FILE, text)
         return store
 
     # ---- properties -----------------------------------------------------------------------------------------
 
     @property
     def path(self) -> Path:
-        """The index directory."""
+        """The local folder of the store's derived files: the index directory itself, or the local cache of
+        an index on object storage (:attr:`location`)."""
         return self._path
 
     @property
-    def _db_dir(self) -> Path:
-        return _db_dir(self._path)
+    def location(self) -> Location:
+        """Where the store lives (a folder or an ``s3://`` prefix)."""
+        return self._location
 
     @property
     def fingerprint(self) -> dict:
@@ -422,7 +434,7 @@ class ClipStore:
             return int(self._clips.count_rows())
 
     def __repr__(self) -> str:
-        return f"ClipStore({str(self._path)!r}, dim={self._dim})"
+        return f"ClipStore({str(self._location)!r}, dim={self._dim})"
 
     # ---- internals ------------------------------------------------------------------------------------------
 

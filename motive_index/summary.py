@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +31,10 @@ _INVERTED = 2**63                               # Lance's newer manifest naming 
 _FRESH = ("model_files", "search", "calibration", "verify")  # read again on every info: no table version
 
 
-def _latest_version(versions_dir: Path) -> int | None:
+def _latest_version(location, versions_dir: str) -> int | None:
     """The newest version of a Lance table from its ``_versions`` folder (None if it has none)."""
-    try:
-        names = os.listdir(versions_dir)
-    except (FileNotFoundError, NotADirectoryError):
+    names = location.list_names(versions_dir)
+    if names is None:
         return None
     found = []
     for name in names:
@@ -47,67 +45,80 @@ def _latest_version(versions_dir: Path) -> int | None:
     return max(found) if found else None
 
 
-def table_versions(index_dir: str | os.PathLike) -> dict[str, int | None]:
-    """``{"clips": v, "failures": v, "removed": v, "motion/clips": v, ...}`` read from the folders alone."""
-    root = Path(index_dir)
+def table_versions(index) -> dict[str, int | None]:
+    """``{"clips": v, "failures": v, "removed": v, "motion/clips": v, ...}`` read from the folders alone
+    (``index``: a folder, ``s3://`` URI or Location; on object storage, one listing per table)."""
+    from .location import Location
+
+    location = Location.of(index)
     out: dict[str, int | None] = {}
     for channel in _CHANNELS:
-        db = root / channel / "lancedb" if channel else root / "lancedb"
+        db = f"{channel}/lancedb" if channel else "lancedb"
         for table in _TABLES:
-            out[f"{channel}/{table}" if channel else table] = _latest_version(db / f"{table}.lance" / "_versions")
+            out[f"{channel}/{table}" if channel else table] = _latest_version(location, f"{db}/{table}.lance/_versions")
     return out
 
 
-def write_summary(index_dir: str | os.PathLike, versions: dict, info: dict[str, Any]) -> None:
-    """Keep ``info`` (computed after ``versions`` were listed) as the summary; a read-only index keeps none."""
+def write_summary(index, versions: dict, info: dict[str, Any]) -> None:
+    """Keep ``info`` (computed after ``versions`` were listed) as the summary, in the index's local folder
+    (its cache, for one on object storage); a read-only index keeps none."""
+    from .location import Location
+
     keep = {k: v for k, v in info.items() if k not in _FRESH}
+    local = Location.of(index).local
     try:
-        atomic_write(Path(index_dir) / SUMMARY_FILE,
+        local.mkdir(parents=True, exist_ok=True)
+        atomic_write(local / SUMMARY_FILE,
                      json.dumps({"format": FORMAT, "versions": versions, "info": keep}, default=str))
     except OSError as e:
-        log.info("could not keep %s in %s: %s", SUMMARY_FILE, index_dir, e)
+        log.info("could not keep %s in %s: %s", SUMMARY_FILE, local, e)
 
 
-def cached_info(index_dir: str | os.PathLike) -> tuple[dict[str, Any], dict] | None:
+def cached_info(index) -> tuple[dict[str, Any], dict] | None:
     """``(info, versions)``: the summary's ``info`` if every table still has the version it records (the
     versions, as just listed), else None."""
-    path = Path(index_dir) / SUMMARY_FILE
+    from .location import Location
+
+    location = Location.of(index)
+    path = location.local / SUMMARY_FILE
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("info"), dict):
         return None
-    versions = table_versions(index_dir)
+    versions = table_versions(location)
     if versions.get("clips") is None or doc.get("versions") != versions:
         return None
     return dict(doc["info"]), versions
 
 
-def fast_info(index_dir: str | os.PathLike) -> dict[str, Any] | None:
+def fast_info(index) -> dict[str, Any] | None:
     """:meth:`MotiveIndex.info` without opening the store, when the summary is current (else None; also when
     ``settings.json`` is corrupt, so that the caller's full ``info`` reports it)."""
     from .calibration import load_null
     from .errors import IndexStateError
+    from .location import Location
     from .settings import read_settings
 
-    index_dir = Path(index_dir)
-    cached = cached_info(index_dir)
+    location = Location.of(index)
+    cached = cached_info(location)
     if cached is None:
         return None
     info, versions = cached
     try:
-        settings = read_settings(index_dir, model_given=False)
+        settings = read_settings(location, model_given=False)
     except IndexStateError:
         return None
     model = info.get("model")
     record = settings.get("weights_record") if model and settings.get("model") == model else None
     out = dict(info)
-    out["index"] = str(index_dir)
+    out["index"] = str(location)
     out["model_files"] = model_files_text(model, record)
-    out["search"] = saved_search_stats(index_dir, versions["clips"])
+    out["search"] = saved_search_stats(location.local, versions["clips"])
     cal: dict[str, Any] = {}
-    for channel, folder, key in (("influence", index_dir, "clips"), ("motion", index_dir / "motion", "motion/clips")):
+    for channel, folder, key in (("influence", location.local, "clips"),
+                                 ("motion", location.local / "motion", "motion/clips")):
         if versions.get(key) is None:
             continue
         null = load_null(folder)

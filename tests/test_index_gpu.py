@@ -250,10 +250,10 @@ def test_api_passes_the_device_to_the_index(tmp_path, monkeypatch):
     from motive_index.api import MotiveIndex
 
     store = _filled(tmp_path, _unit(40, seed=13))
-    assert MotiveIndex(tmp_path, store, device="cpu")._ensure_index().backend == "faiss-cpu"
+    assert MotiveIndex(store, device="cpu")._ensure_index().backend == "faiss-cpu"
     _no_cuda(monkeypatch)
     with pytest.raises(SearchDeviceError, match="cuda"):
-        MotiveIndex(tmp_path, ClipStore.open(tmp_path), device="cuda").search(_unit(1)[0], k=3)
+        MotiveIndex(ClipStore.open(tmp_path), device="cuda").search(_unit(1)[0], k=3)
 
 
 # ---- the real GPU paths, where this machine has a GPU --------------------------------------------------------
