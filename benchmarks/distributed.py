@@ -1,7 +1,7 @@
 """The build on Ray against the local build (issue 14), and the cost of moving the build loop into pipeline.py,
 as tables.
 
-    python benchmarks/distributed.py [--quick] [--clips 24] [--pairs 5] [--timeout 300] [--json]
+    python benchmarks/distributed.py [--quick] [--clips 24] [--pairs 5] [--store-pairs 2] [--timeout 300] [--json]
 
 Everything is made in the run, under a temporary folder, seeded, nothing downloaded: ``--clips`` real mp4 clips
 from ``synthetic.generate_dataset`` (seed 3, 17-30 frames, 96x128; the tests' dataset, longer), the tiny Wan
@@ -39,7 +39,19 @@ and every build is ``MotiveIndex.build(manifest, model, <a fresh index>, dim=64)
    checkout, or a shallow clone without that commit) ``--quick`` skips this part, saying why; a full run fails
    at once (exit 2).
 
-The defaults (24 clips, 5 pairs) take about 4 minutes on a 2-core CPU; a build's wall time varies by 10-25 %
+3. **The store in a local folder or on an S3-compatible server** (issue 14 part 3): moto's S3 server
+   (``python -m moto.server -H 127.0.0.1``, a separate process on a free loopback port: it shares this
+   machine's cores with the build) with one bucket; this process's environment points LanceDB and obstore at it
+   (``AWS_ENDPOINT``, ``AWS_ALLOW_HTTP``, test credentials) and ``MOTIVE_INDEX_CACHE`` at a temporary folder.
+   Alternating local, S3, local, S3, ... ``--store-pairs`` times, each a fresh ``MotiveIndex.build`` in this
+   process (as part 1's rows). Per build: wall seconds, s/clip, steady s/clip, the ``store`` stage's seconds
+   per clip (the LanceDB writes and the lock), then ``MotiveIndex.open`` seconds and the first query (the
+   FAISS index and the null distributions are built then) and the median of 5 more queries of the same clip,
+   and the largest difference of the vectors against part 1's local build. Then the medians and the ratio
+   S3 / local of each. moto keeps objects in its process's memory: the numbers are the protocol's costs
+   (requests, conditional writes, listing) on loopback, not a real network's latency.
+
+The defaults (24 clips, 5 pairs, 2 store pairs) take about 6 minutes on a 2-core CPU; a build's wall time varies by 10-25 %
 from one run to the next there, so read the before/after ratios against that spread. ``--quick``: 6 clips, the
 Ray row with 1 worker only, one old/new pair (a smoke run for the test, about a minute; its numbers are too few
 to read anything into). ``--json``: one JSON document on stdout instead of the tables
@@ -409,6 +421,120 @@ def part_before_after(work: Path, manifest: Path, model_dir: Path, ids: list[str
     return doc
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_s3(work: Path) -> tuple[subprocess.Popen, str]:
+    """moto's S3 server in its own process on a free loopback port, with the bucket ``motive-bench``."""
+    import urllib.request
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=open(work / "moto.log", "wb"), stderr=subprocess.STDOUT)
+    deadline = time.time() + 60
+    while True:
+        try:
+            urllib.request.urlopen(url + "/", timeout=2).read()
+            break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                raise RuntimeError(f"moto's server did not start: {(work / 'moto.log').read_text()[-1500:]}")
+            time.sleep(0.2)
+    req = urllib.request.Request(f"{url}/motive-bench", method="PUT")  # create the bucket (moto accepts it unsigned)
+    urllib.request.urlopen(req, timeout=10).read()
+    return proc, url
+
+
+def _query_times(index, query) -> dict:
+    from motive_index.api import MotiveIndex
+
+    t = time.perf_counter()
+    idx = MotiveIndex.open(index)
+    open_s = time.perf_counter() - t
+    t = time.perf_counter()
+    idx.query(query.path, prompt=query.caption, k=5)
+    first = time.perf_counter() - t
+    warm = []
+    for _ in range(5):
+        t = time.perf_counter()
+        idx.query(query.path, prompt=query.caption, k=5)
+        warm.append((time.perf_counter() - t) * 1000)
+    return {"open_s": open_s, "first_query_s": first, "query_p50_ms": statistics.median(warm)}
+
+
+def part_store(work: Path, manifest: Path, model_dir: Path, ids: list[str], local_vecs, args) -> dict:
+    """Part 3: the same build into a local folder and into moto's S3 server, alternating."""
+    from motive_index.manifest import read_manifest
+
+    try:
+        proc, url = _start_s3(work)
+    except (OSError, RuntimeError) as e:
+        return {"status": "error", "reason": str(e), "runs": []}
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_ENDPOINT",
+                                            "AWS_ALLOW_HTTP", "MOTIVE_INDEX_CACHE")}
+    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_REGION="us-east-1",
+                      AWS_ENDPOINT=url, AWS_ALLOW_HTTP="true", MOTIVE_INDEX_CACHE=str(work / "cache"))
+    query = read_manifest(manifest)[0]
+    n = len(ids)
+    doc = {"status": "ok", "server": f"moto {_moto_version()} at {url} (own process)", "runs": []}
+    try:
+        for p in range(args.store_pairs):
+            for where in ("local", "s3"):
+                k = len(doc["runs"]) + 1
+                index = str(work / f"index-store-{k}") if where == "local" else f"s3://motive-bench/run-{k}/idx"
+                box = _build_in_thread(manifest, model_dir, index, args.timeout, executor="local")
+                run = {"run": k, "store": where}
+                doc["runs"].append(run)
+                if _row_from_box(run, box, n):
+                    run["store_s_per_clip"] = run["stage_seconds"].get("store", 0.0) / n
+                    run.update(_query_times(index, query))
+                    if local_vecs is not None:
+                        run["max_abs_diff"] = _diff(_vectors(index, ids), local_vecs)
+                log(f"store run {k} ({where}): {run['status']} in {run['wall_s']:.1f} s")
+                if box["alive"]:
+                    doc["status"] = "error"
+                    return doc  # a stuck build holds the CPUs: the rows after it would mean nothing
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    for where in ("local", "s3"):
+        ok = [r for r in doc["runs"] if r["store"] == where and r["status"] == "ok"]
+        doc[where] = {key: (statistics.median(r[key] for r in ok) if ok else None)
+                      for key in ("s_per_clip", "steady_s_per_clip", "store_s_per_clip", "open_s", "first_query_s",
+                                  "query_p50_ms")}
+        doc[where]["runs"] = len(ok)
+    doc["ratio"] = {key: (doc["s3"][key] / doc["local"][key] if doc["s3"][key] and doc["local"][key] else None)
+                    for key in ("s_per_clip", "steady_s_per_clip", "store_s_per_clip", "open_s", "first_query_s",
+                                "query_p50_ms")}
+    if any(r["status"] != "ok" for r in doc["runs"]) or not doc["s3"]["runs"] or not doc["local"]["runs"]:
+        doc["status"] = "error"
+    return doc
+
+
+def _moto_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("moto")
+    except Exception:  # noqa: BLE001 - only for the table's header
+        return "?"
+
+
 # ------------------------------------------------------------------------------------------ output
 
 
@@ -485,7 +611,35 @@ def tables(doc: dict) -> str:
                 f"CPU s/clip {_f(ba['cpu_ratio'], '.3f')}; "
                 f"s/clip of each pair: {', '.join(format(x, '.3f') for x in ba['pair_ratios']) or '-'} "
                 f"(median {_f(ba['median_pair_ratio'], '.3f')})"]
+    out += _store_table(doc.get("store"))
     return "\n".join(out)
+
+
+def _store_table(st: dict | None) -> list[str]:
+    out = ["", "## 3. The store in a local folder or on an S3-compatible server (local build, this process)", ""]
+    if not st:
+        return out + ["not run"]
+    if not st["runs"]:
+        return out + [f"{st['status']}: {st.get('reason', '')}"]
+    out += [f"server: {st['server']}", "",
+            "| run | store | status | build wall s | s/clip | steady s/clip | store stage s/clip | open s | "
+            "first query s | query p50 ms | max abs diff vs part 1 |",
+            "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in st["runs"]:
+        d = r.get("max_abs_diff")
+        status = r["status"] + (f" ({r['note'][:200]})" if r.get("note") else "")
+        out.append(f"| {r['run']} | {r['store']} | {status} | {_f(r.get('wall_s'))} | {_f(r.get('s_per_clip'), '.3f')} "
+                   f"| {_f(r.get('steady_s_per_clip'), '.3f')} | {_f(r.get('store_s_per_clip'), '.3f')} | "
+                   f"{_f(r.get('open_s'))} | {_f(r.get('first_query_s'))} | {_f(r.get('query_p50_ms'), '.0f')} | "
+                   f"{_f(d['max'] if d else None, '.2e')} |")
+    for where in ("local", "s3"):
+        m = st.get(where) or {}
+        out.append(f"| median | {where} | {m.get('runs', 0)} runs | | {_f(m.get('s_per_clip'), '.3f')} | "
+                   f"{_f(m.get('steady_s_per_clip'), '.3f')} | {_f(m.get('store_s_per_clip'), '.3f')} | "
+                   f"{_f(m.get('open_s'))} | {_f(m.get('first_query_s'))} | {_f(m.get('query_p50_ms'), '.0f')} | |")
+    r = st.get("ratio") or {}
+    out += ["", "S3 / local (medians): " + ", ".join(f"{k.replace('_', ' ')} {_f(v, '.2f')}" for k, v in r.items())]
+    return out
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -496,6 +650,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="6 clips, Ray with 1 worker, one old/new pair (~1 min)")
     ap.add_argument("--clips", type=int, default=None, help="clips in the manifest (default 24; --quick 6)")
     ap.add_argument("--pairs", type=int, default=None, help="old/new build pairs (default 5; --quick 1)")
+    ap.add_argument("--store-pairs", type=int, default=None,
+                    help="local/S3 store build pairs of part 3 (default 2; --quick 1)")
     ap.add_argument("--timeout", type=float, default=None,
                     help="seconds each build is given (default 300; --quick 150)")
     ap.add_argument("--json", action="store_true", help="print one JSON document instead of the tables")
@@ -509,6 +665,7 @@ def main(argv=None) -> int:
     q = args.quick
     args.clips = args.clips or (6 if q else 24)
     args.pairs = args.pairs or (1 if q else 5)
+    args.store_pairs = args.store_pairs or (1 if q else 2)
     args.timeout = args.timeout or (150.0 if q else 300.0)
     args.workers = [1] if q else [1, 2]
     if args.clips < 2:
@@ -528,6 +685,7 @@ def main(argv=None) -> int:
     t_all = time.perf_counter()
     doc = {"machine": machine(), "matmul_anchor_ms": matmul_anchor_ms(),
            "config": {"clips": args.clips, "frames": list(FRAMES), "seed": SEED, "dim": DIM, "pairs": args.pairs,
+                      "store_pairs": args.store_pairs,
                       "ray_workers": args.workers, "timeout_s": args.timeout, "quick": q}}
     rc = 0
     with tempfile.TemporaryDirectory(prefix="motive-distributed-bench-") as tmp:
@@ -546,14 +704,17 @@ def main(argv=None) -> int:
         if doc["ray"]["stuck"]:
             log("a Ray build is still running (timed out): the before/after part runs beside it")
         doc["before_after"] = part_before_after(work, manifest, model_dir, ids, local_vecs, args)
+        doc["store"] = part_store(work, manifest, model_dir, ids, local_vecs, args)
     ba = doc["before_after"]
     if ba["status"] == "skipped" and not q:
         log(f"error: the before/after part cannot run: {ba['reason']}")
         rc = 2
     diffs = [r["max_abs_diff"]["max"] for r in doc["ray"]["rows"] if r.get("max_abs_diff")]
     diffs += [r["max_abs_diff_vs_local"]["max"] for r in ba.get("runs", []) if r.get("max_abs_diff_vs_local")]
+    diffs += [r["max_abs_diff"]["max"] for r in doc["store"]["runs"] if r.get("max_abs_diff")]
     doc["max_abs_diff"] = max(diffs) if diffs else None
-    if doc["ray"]["rows"][0]["status"] != "ok" or ba["status"] == "error" or (diffs and max(diffs) > BOUND):
+    if doc["ray"]["rows"][0]["status"] != "ok" or ba["status"] == "error" or doc["store"]["status"] != "ok" \
+            or (diffs and max(diffs) > BOUND):
         rc = rc or 1
     doc["seconds"] = time.perf_counter() - t_all
     doc["exit_code"] = rc

@@ -233,7 +233,7 @@ def _gather(index, result, video, start_sec, end_sec, title, opposed, keyframes,
     fp = index.store.fingerprint
     ev = _Evidence(title=title or "Motion attribution report", video=video_name or video, prompt=str(q.get("prompt", "") or ""),
                    window=_window_text(start_sec, end_sec), query=q, timings=dict(result.timings or {}),
-                   index_path=str(index.path), size=len(index.store), fingerprint=fp, fps=float(spec.fps),
+                   index_path=str(index.location), size=len(index.store), fingerprint=fp, fps=float(spec.fps),
                    warnings=[str(w) for w in q.get("warnings", []) or []],
                    hit_height=_enlarged_height(spec.height, HIT_SIDE))
 

@@ -170,11 +170,11 @@ class Service:
         def load():
             try:
                 self.load_seconds = self.idx.warm()
-                log.info("ready: model and indexes of %s loaded in %.1f s", self.idx.path, self.load_seconds)
+                log.info("ready: model and indexes of %s loaded in %.1f s", self.idx.location, self.load_seconds)
                 self.ready.set()
             except Exception as e:  # noqa: BLE001 - reported by /readyz and the log; the process stays up
                 self.load_error = f"{type(e).__name__}: {e}"
-                log.error("loading %s failed: %s", self.idx.path, self.load_error)
+                log.error("loading %s failed: %s", self.idx.location, self.load_error)
 
         self._loader = threading.Thread(target=load, name="motive-load", daemon=True)
         self._loader.start()

@@ -2,7 +2,8 @@
 
 Runs the benchmark in a subprocess (as a user would): real synthetic mp4s, the tiny Wan saved to disk, a local
 build and a Ray build with 1 worker on a local Ray runtime (``ray.init(num_cpus=2)``), then one old/new pair of
-local builds, the old code from a git worktree of the commit before the refactor. Both rows are there and
+local builds, the old code from a git worktree of the commit before the refactor, then one build into a local
+folder and one into moto's S3 server. Both rows are there and
 finished with every clip, clips/s > 0, the Ray build's vectors equal the local build's (<= 1e-5), the old and
 the new code really were the ones imported, their vectors equal too, and the ratio new / old is present and
 positive; the worktree is gone afterwards. The before/after part may skip itself only where this checkout has
@@ -65,6 +66,16 @@ def test_distributed_benchmark_quick_json():
     assert math.isclose(ray_row["overhead_s_per_clip"], (ray_row["wall_s"] - local["wall_s"]) / n, rel_tol=1e-9)
     assert ray_row["plan"] and "_Embed" in ray_row["plan"], ray_row  # the Ray Data plan was read from its log
     assert ray_doc.get("ray_task_torch_threads", 0) >= 1
+
+    # 3: the same build into a local folder and into moto's S3 server (its own process), vectors equal
+    st = doc["store"]
+    assert st["status"] == "ok", st
+    assert cfg["store_pairs"] == 1 and [r["store"] for r in st["runs"]] == ["local", "s3"]
+    for r in st["runs"]:
+        assert r["status"] == "ok" and r["added"] == n and r["failed"] == 0, r
+        assert r["s_per_clip"] > 0 and r["store_s_per_clip"] > 0 and r["open_s"] > 0 and r["query_p50_ms"] > 0, r
+        assert r["max_abs_diff"]["max"] <= BOUND, r
+    assert st["ratio"]["s_per_clip"] > 0 and st["s3"]["runs"] == st["local"]["runs"] == 1
 
     # 2: before / after the refactor, in the same run
     ba = doc["before_after"]
