@@ -88,8 +88,9 @@ def compute_mask(video: str | Path, mask: MaskConfig, spec=None, start_sec=None,
     from .motion import motion_mask
     from .video import load_video
 
-    std = load_video(str(video), spec or VideoSpec(), start_sec=start_sec, end_sec=end_sec)
-    return std.frames, motion_mask(std.frames, mask)
+    std = load_video(str(video), spec or VideoSpec(), start_sec=start_sec, end_sec=end_sec,
+                     flow_steps=mask.source_steps)
+    return std.frames, motion_mask(std.frames, mask, between=std.between)
 
 
 class MotiveIndex:

@@ -83,9 +83,13 @@ def _device(ctx, param, value: str) -> str:
 
 
 def _mask_options(f):
-    """--motion, --flow, --flow-model, --normalize: how the motion mask is made (all part of the fingerprint)."""
-    from .config import FLOW_METHODS, MOTION_KINDS, NORMALIZATIONS
+    """--motion, --flow, --flow-model, --normalize, --flow-steps: how the motion mask is made (all part of the
+    fingerprint)."""
+    from .config import FLOW_METHODS, MAX_FLOW_STEPS, MOTION_KINDS, NORMALIZATIONS
 
+    f = click.option("--flow-steps", type=click.IntRange(1, MAX_FLOW_STEPS), default=None,
+                     help="Flow between two standard frames runs through up to this many steps of source frames "
+                          "(default 4; 1: between the standard frames alone, as indexes made before it).")(f)
     f = click.option("--normalize", type=click.Choice(NORMALIZATIONS), default=None,
                      help="minmax (the paper's, default) or percentile (robust to outlier pixels).")(f)
     f = click.option("--flow-model", default=None, type=click.Path(exists=True, dir_okay=False, resolve_path=True),
@@ -97,16 +101,20 @@ def _mask_options(f):
     return f
 
 
-def _mask_config(kind: str = "flow", motion=None, flow=None, flow_model=None, normalize=None, base=None):
+def _mask_config(kind: str = "flow", motion=None, flow=None, flow_model=None, normalize=None, flow_steps=None,
+                 base=None):
     """A MaskConfig from the options given, over ``base`` (an index's settings) or the defaults."""
+    import dataclasses
+
     from .config import MaskConfig
 
-    given = {"kind": kind, "motion": motion, "flow": flow, "flow_model": flow_model, "normalize": normalize}
+    given = {"kind": kind, "motion": motion, "flow": flow, "flow_model": flow_model, "normalize": normalize,
+             "flow_steps": flow_steps}
     if flow and flow != "learned":
         given["flow_model"] = ""
-    try:
-        return MaskConfig.from_dict({**(base.to_dict() if base else {}),
-                                     **{k: v for k, v in given.items() if v is not None}})
+    try:  # every field, base's or the defaults' (from_dict would read a missing flow_steps as an old index's)
+        return MaskConfig(**{**dataclasses.asdict(base if base else MaskConfig()),
+                             **{k: v for k, v in given.items() if v is not None}})
     except ValueError as e:
         raise click.UsageError(str(e)) from None
 
@@ -243,13 +251,13 @@ def finetune(manifest, model, out_dir, steps, lr, batch_size, seed, device, quie
 @_NO_WAIT
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", is_flag=True)
-def build(manifest, model, index_dir, mask, motion, flow, flow_model, normalize, dim, samples, params,
+def build(manifest, model, index_dir, mask, motion, flow, flow_model, normalize, flow_steps, dim, samples, params,
           precision, loss, features, checkpointing, device, executor, address, workers, gpus_per_worker, no_wait,
           as_json, quiet):
     """Embed MANIFEST's clips into the index at --index (resumes; skips clips already stored)."""
     from .api import MotiveIndex
 
-    cfg = _mask_config(mask, motion, flow, flow_model, normalize)
+    cfg = _mask_config(mask, motion, flow, flow_model, normalize, flow_steps)
     with _bar("build", quiet) as bar:
         _, report = MotiveIndex.build(manifest, model, index_dir, mask=cfg, dim=dim, samples=samples,
                                       params=params, precision=precision, loss=loss, features=features,
@@ -514,7 +522,7 @@ def curate(queries, index_dir, keep, percentile, by, out, device, as_json, quiet
 @click.option("--start-sec", type=click.FloatRange(min=0), default=None, help="As a manifest's start_sec.")
 @click.option("--end-sec", type=click.FloatRange(min=0), default=None, help="As a manifest's end_sec.")
 @click.option("--json", "as_json", is_flag=True)
-def mask(video, out, model, index_dir, motion, flow, flow_model, normalize, start_sec, end_sec, as_json):
+def mask(video, out, model, index_dir, motion, flow, flow_model, normalize, flow_steps, start_sec, end_sec, as_json):
     """Write the motion mask of VIDEO, on its standardized frames, as the build would compute it."""
     from .api import MotiveIndex, compute_mask
     from .backbones import read_spec
@@ -536,7 +544,7 @@ def mask(video, out, model, index_dir, motion, flow, flow_model, normalize, star
         base, spec = MaskConfig.from_dict(stored), VideoSpec.from_dict(fp["video"])
     elif model is not None:
         spec = read_spec(model)
-    cfg = _mask_config("flow", motion, flow, flow_model, normalize, base=base)
+    cfg = _mask_config("flow", motion, flow, flow_model, normalize, flow_steps, base=base)
     frames, mm = compute_mask(video, cfg, spec, start_sec=start_sec, end_sec=end_sec)
     path = write_mask(out, frames, mm.weight, spec.fps, static=mm.static)
     d = {"out": str(path), "shape": list(mm.weight.shape), "static": mm.static, "max_flow_px": mm.max_flow_px,

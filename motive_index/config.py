@@ -65,6 +65,8 @@ DIS_PRESETS = ("auto", "ultrafast", "fast", "medium")
 MOTION_KINDS = ("object", "all")
 CAMERA_MODELS = ("homography", "similarity")
 NORMALIZATIONS = ("minmax", "percentile")
+LEGACY_FLOW_STEPS = 1  # what an index's mask without a flow_steps key was made with
+MAX_FLOW_STEPS = 16
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,10 @@ class MaskConfig(_Config):
     share 0.292 +- 0.043 vs 0.303 +- 0.057 over 5 seeds, benchmarks/attribution_quality.py).
     ``normalize``: the paper's global ``minmax``, or ``percentile`` (min to the ``percentile``-th value,
     clipped), robust to a few outlier pixels.
+    ``flow_steps``: flow between two standard frames runs through at most this many steps of source frames
+    (every source frame while the interval spans no more; above, evenly spaced ones), composed; 1 is flow
+    between the standard frames alone (indexes made before this setting existed; their fingerprints have no
+    ``flow_steps`` key, and read back as 1). Chosen by measurement on textured pans (benchmarks/masks.py).
     ``static_px``: a clip whose 99.9th-percentile flow magnitude (px/frame, after compensation) is below this
     has no motion to weight: it gets a uniform weight and ``static: true``. With ``motion='object'`` the bar is
     at least ``camera_noise`` times the camera's mean speed (what compensation leaves of a pan is fit error), on
@@ -97,6 +103,7 @@ class MaskConfig(_Config):
     percentile: float = 99.0
     static_px: float = 0.05
     camera_noise: float = 0.15
+    flow_steps: int = 4
 
     def __post_init__(self):
         _check(self.kind in MASK_KINDS, "mask", self.kind, f"one of {MASK_KINDS}")
@@ -112,6 +119,24 @@ class MaskConfig(_Config):
         _check(50.0 <= self.percentile <= 100.0, "percentile", self.percentile, "a number in [50, 100]")
         _check(self.static_px >= 0, "static_px", self.static_px, "a number >= 0 (pixels per frame)")
         _check(0 <= self.camera_noise < 1, "camera_noise", self.camera_noise, "a number in [0, 1)")
+        _check(isinstance(self.flow_steps, int) and not isinstance(self.flow_steps, bool)
+               and 1 <= self.flow_steps <= MAX_FLOW_STEPS, "flow_steps", self.flow_steps,
+               f"an int in [1, {MAX_FLOW_STEPS}]")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        if d["flow_steps"] == LEGACY_FLOW_STEPS or self.kind == "none":
+            del d["flow_steps"]  # the fingerprint of an index made before flow_steps existed stays the same
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        return super().from_dict({"flow_steps": LEGACY_FLOW_STEPS, **d})
+
+    @property
+    def source_steps(self) -> int:
+        """The ``flow_steps`` decoding needs: 1 when no flow is computed."""
+        return self.flow_steps if self.kind == "flow" else 1
 
 
 LOSS_KINDS = ("mse", "td")

@@ -181,7 +181,7 @@ class MotionFeaturizer:
         # the flow settings that shape the descriptor; a learned flow model is named by its weights' hash
         fp = dict(mask_fingerprint or mask.to_dict())
         self._flow_fp = {k: fp[k] for k in ("flow", "dis_preset", "flow_model", "camera_model", "static_px",
-                                            "camera_noise")}
+                                            "camera_noise", "flow_steps") if k in fp}  # flow_steps: newer masks
         self._object = replace(mask, kind="flow", motion="object")  # the mask settings that give the residual
         self._estimator = None
 
@@ -201,5 +201,5 @@ class MotionFeaturizer:
         if mm is None or flows is None or mm.residual is None:
             if flows is None and self._estimator is None:
                 self._estimator = make_flow_estimator(self._object)
-            mm = motion_mask(frames, self._object, self._estimator, flows=flows)
+            mm = motion_mask(frames, self._object, self._estimator, flows=flows, between=getattr(mm, "between", None))
         return motion_descriptor(mm.flows, mm.residual, self.cfg, residual_still=bool(mm.static))

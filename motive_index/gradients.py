@@ -90,9 +90,9 @@ class ClipReader:
     def read(self, path: str, start_sec: float | None = None, end_sec: float | None = None) -> ClipRead:
         """Raises VideoError on bad video."""
         t0 = time.perf_counter()
-        video = load_video(path, self.spec, start_sec=start_sec, end_sec=end_sec)
+        video = load_video(path, self.spec, start_sec=start_sec, end_sec=end_sec, flow_steps=self.mask.source_steps)
         t1 = time.perf_counter()
-        mm = motion_mask(video.frames, self.mask, self.flow)
+        mm = motion_mask(video.frames, self.mask, self.flow, between=video.between)
         t2 = time.perf_counter()
         return ClipRead(video, mm, {"decode": t1 - t0, "flow": t2 - t1})
 

@@ -3,6 +3,13 @@
     frames ─► flow (DIS | Farneback | a user's exported model) ─► [object: minus the camera's global motion]
            ─► per-frame magnitude M ─► W = normalize(M) in [0, 1] ─► mean-pooled onto the VAE's latent grid
 
+Flow runs at the source's own rate when the source frames between two standard frames are given
+(``between``, from ``load_video(..., flow_steps=K)``): one flow per consecutive pair of source frames, composed
+over the standard interval (``F = f1 + f2∘(x + f1) + ...``), and the camera likewise, one fit per source pair,
+the homographies multiplied. Between standard frames two or more source frames apart, a flow estimator sees
+twice the displacement or more, and on fine repetitive texture (gravel, grass, foliage) DIS then locks onto
+the wrong repeat: bands of false motion across a pan (``benchmarks/masks.py``, textured pans).
+
 The camera's motion between two frames is a homography (or similarity) fitted with RANSAC to sparse
 Lucas–Kanade tracks of points spread on a regular grid; the grid keeps a large, strongly textured moving object
 from owning the fit (it holds only the cells it covers), and a forward–backward check drops unreliable tracks.
@@ -128,15 +135,43 @@ def _gray(frames: np.ndarray) -> list[np.ndarray]:
     return [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
 
 
-def flow_fields(frames: np.ndarray, estimator: FlowEstimator | None = None) -> np.ndarray:
+def compose_flows(flows: list[np.ndarray]) -> np.ndarray:
+    """The flow of consecutive steps ``flows`` ((H, W, 2) each, step k from frame k to k+1) from the first frame
+    to the last: ``F(x) = f1(x) + f2(x + f1(x)) + ...``, each later step sampled bilinearly where the pixel has
+    got to (clamped at the border)."""
+    total = flows[0].astype(np.float32, copy=True)
+    if len(flows) == 1:
+        return total
+    h, w = total.shape[:2]
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    for f in flows[1:]:
+        at = cv2.remap(f.astype(np.float32, copy=False), gx + total[..., 0], gy + total[..., 1], cv2.INTER_LINEAR,
+                       borderMode=cv2.BORDER_REPLICATE)
+        total += at
+    return total
+
+
+def _chains(frames: np.ndarray, between) -> list[list[np.ndarray]]:
+    """Per standard interval, the grayscale frames flow runs through: frame t, those between, frame t+1."""
+    gray = _gray(frames)
+    if between is None:
+        return [[gray[t], gray[t + 1]] for t in range(len(gray) - 1)]
+    if len(between) != len(gray) - 1:
+        raise ValueError(f"between has {len(between)} intervals for {len(gray)} frames; need {len(gray) - 1}")
+    return [[gray[t], *_gray(between[t]), gray[t + 1]] if len(between[t]) else [gray[t], gray[t + 1]]
+            for t in range(len(gray) - 1)]
+
+
+def flow_fields(frames: np.ndarray, estimator: FlowEstimator | None = None, between=None) -> np.ndarray:
     """frames: (T, H, W, 3) uint8 RGB -> (T-1, H, W, 2) float32 flow from frame t to t+1, in pixels.
 
-    ``estimator``: default DIS with the ``auto`` preset."""
+    ``estimator``: default DIS with the ``auto`` preset. ``between``: per interval, the source frames between
+    frames t and t+1 ((k, H, W, 3) uint8 each, k may be 0): the flow is then composed through them."""
     if frames.ndim != 4 or frames.shape[0] < 2:
         raise ValueError(f"flow needs (T>=2, H, W, 3) frames, got shape {frames.shape}")
     est = estimator or DISFlow("auto")
-    gray = _gray(frames)
-    return np.stack([est.flow(gray[t], gray[t + 1]) for t in range(len(gray) - 1)]).astype(np.float32)
+    return np.stack([compose_flows([est.flow(a, b) for a, b in zip(chain[:-1], chain[1:])])
+                     for chain in _chains(frames, between)]).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------- camera motion
@@ -226,14 +261,27 @@ def camera_flow(matrix: np.ndarray, h: int, w: int) -> np.ndarray:
     return np.stack([u, v], axis=-1).astype(np.float32, copy=False)
 
 
-def compensate(frames: np.ndarray, flows: np.ndarray, model: str = "homography"
+def _fit_chain(chain: list[np.ndarray], model: str) -> CameraFit:
+    """The camera's motion from the first frame of ``chain`` to its last: one fit per consecutive pair, the
+    matrices multiplied; trusted only if every step's fit is."""
+    steps = [fit_camera(a, b, model) for a, b in zip(chain[:-1], chain[1:])]
+    if len(steps) == 1:
+        return steps[0]
+    m = np.eye(3)
+    for f in steps:
+        m = f.matrix @ m
+    ok = all(f.ok for f in steps) and _plausible(m, *chain[0].shape)
+    return CameraFit(m if ok else np.eye(3), ok, min(f.tracks for f in steps), min(f.inlier_ratio for f in steps))
+
+
+def compensate(frames: np.ndarray, flows: np.ndarray, model: str = "homography", between=None
                ) -> tuple[np.ndarray, list[CameraFit], np.ndarray]:
-    """Subtract the camera's motion from each flow field.
+    """Subtract the camera's motion from each flow field (``between``: as for :func:`flow_fields`).
 
     Returns the (T-1, H, W, 2) residual flows, the fits, and the camera's mean speed per pair (px/frame)."""
-    gray = _gray(frames)
-    h, w = gray[0].shape
-    fits = [fit_camera(gray[t], gray[t + 1], model) for t in range(len(gray) - 1)]
+    chains = _chains(frames, between)
+    h, w = chains[0][0].shape
+    fits = [_fit_chain(chain, model) for chain in chains]
     ok = [t for t, f in enumerate(fits) if f.ok]
     residual = np.empty_like(flows, dtype=np.float32)
     speed = np.zeros(len(fits))
@@ -271,6 +319,8 @@ class MotionMask:
     # with motion='object', the flows with the camera's motion subtracted; None when not computed
     flows: np.ndarray | None = field(default=None, repr=False, compare=False)
     residual: np.ndarray | None = field(default=None, repr=False, compare=False)
+    # the source frames between the standard ones the flows were composed through (None: standard frames only)
+    between: tuple | None = field(default=None, repr=False, compare=False)
 
 
 def _interior(mag: np.ndarray, camera_speed: float) -> np.ndarray:
@@ -292,23 +342,26 @@ def normalize_weight(mag: np.ndarray, cfg: MaskConfig) -> np.ndarray:
 
 
 def motion_mask(frames: np.ndarray, cfg: MaskConfig, estimator: FlowEstimator | None = None,
-                flows: np.ndarray | None = None) -> MotionMask:
+                flows: np.ndarray | None = None, between=None) -> MotionMask:
     """The motion weight of a standardized clip (T, H, W, 3) uint8. ``kind='none'`` gives W = 1.
 
     A clip without motion (the 99.9th-percentile magnitude below ``static_px``, or with ``motion='object'``
     below ``camera_noise`` times the camera's speed: a pure camera move over a still scene) gets a uniform
     weight and ``static=True`` rather than a mask of amplified noise, a zero mask (a zero gradient) or NaN.
-    ``flows``: the raw flow fields (T-1, H, W, 2) if already computed with this estimator.
+    ``flows``: the raw flow fields (T-1, H, W, 2) if already computed with this estimator. ``between``: the
+    source frames between the standard ones (``StandardVideo.between``): flow and the camera's fit then run at
+    the source's rate, composed over each standard interval (the weight stays on the standard frames).
     """
     t, h, w = frames.shape[:3]
     if cfg.kind == "none":
         return MotionMask(np.ones((t, h, w), np.float32), static=False, max_flow_px=float("nan"))
-    raw = flows if flows is not None else flow_fields(frames, estimator or make_flow_estimator(cfg))  # (T-1,H,W,2)
-    flows, residual = raw, None
+    if flows is None:
+        flows = flow_fields(frames, estimator or make_flow_estimator(cfg), between)  # (T-1, H, W, 2)
+    raw, residual = flows, None
     info: dict = {}
     static_level = cfg.static_px
     if cfg.motion == "object":
-        flows, fits, speed = compensate(frames, raw, cfg.camera_model)
+        flows, fits, speed = compensate(frames, raw, cfg.camera_model, between)
         residual = flows
         cam_speed = float(np.median(speed))
         info = {"camera_fits": sum(f.ok for f in fits), "camera_pairs": len(fits),
@@ -317,7 +370,7 @@ def motion_mask(frames: np.ndarray, cfg: MaskConfig, estimator: FlowEstimator | 
         # against the camera's speed is not counted as motion in the scene
         static_level = max(static_level, cfg.camera_noise * cam_speed)
     mag = per_frame_magnitude(flows)                                        # (T, H, W)
-    kept = {"flows": raw, "residual": residual, "max_flow_px": float(mag.max()), "info": info}
+    kept = {"flows": raw, "residual": residual, "max_flow_px": float(mag.max()), "info": info, "between": between}
     if float(np.percentile(_interior(mag, info.get("camera_speed_px", 0.0)), STATIC_PERCENTILE)) < static_level:
         return MotionMask(np.ones((t, h, w), np.float32), static=True, **kept)
     if float(mag.max() - mag.min()) < cfg.static_px:  # everything moves alike (a perfect pan under 'all'):

@@ -24,7 +24,8 @@ import cv2
 import numpy as np
 
 __all__ = ["MOTIONS", "SHAPES", "COLOURS", "TEXTURES", "CAMERAS", "SynthSpec", "render_clip", "moving_mask",
-           "caption_for", "generate_dataset", "planted_dataset"]
+           "caption_for", "generate_dataset", "planted_dataset", "PHOTO_TEXTURES", "photo_texture", "PanSpec",
+           "render_pan"]
 
 MOTIONS = ("translate", "rotate", "scale", "oscillate", "bounce", "pan")
 SHAPES = ("circle", "square", "triangle", "star")
@@ -403,3 +404,94 @@ def planted_dataset(out_dir: str | Path, seed: int = 0, *, per_pair: int = 2, qu
     train = [(m, a) for m in motions for a in range(n_app) if (m, a) not in held]
     queries = sorted(held, key=lambda p: motions.index(p[0]))
     return write("train", train, per_pair, "clip"), write("queries", queries, queries_per_pair, "query")
+
+
+# ------------------------------------------------------------------------------------------ textured camera pans
+
+#: real photos scikit-image ships inside its package (read from there: scikit-image is not imported)
+PHOTO_TEXTURES = ("gravel", "grass", "brick", "astronaut", "coffee", "chelsea")
+
+
+def photo_texture(name: str) -> np.ndarray:
+    """A real photograph scikit-image ships (``PHOTO_TEXTURES``), (H, W, 3) uint8 RGB, read with OpenCV from the
+    installed package's data folder (``pip install scikit-image``; it is part of the test install)."""
+    import importlib.util
+
+    if name not in PHOTO_TEXTURES:
+        raise ValueError(f"texture={name!r} is invalid: one of {PHOTO_TEXTURES}")
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("photo textures are read from scikit-image's data: pip install scikit-image")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / f"{name}.png"
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise FileNotFoundError(f"{path}: not found or unreadable (scikit-image installed without its data?)")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+@dataclass(frozen=True)
+class PanSpec:
+    """A camera moving over a real-photo texture while a textured disk moves on its own, at the source rate.
+
+    ``speed``: the camera's pan in source px per source frame, along ``direction`` degrees (0: to the right,
+    90: down); ``zoom``: its zoom per frame (0.01: 1 % closer each frame, about the frame's centre). The disk has
+    radius ``sprite`` x the shorter side and moves ``sprite_speed`` px per frame along ``direction + 135``
+    degrees (against the pan), through the middle of the clip."""
+
+    frames: int = 36
+    fps: float = 16.0
+    height: int = 96
+    width: int = 96
+    speed: float = 4.0
+    direction: float = 45.0
+    zoom: float = 0.0
+    sprite: float = 0.12
+    sprite_speed: float = 3.0
+
+
+def _world_to_image(spec: PanSpec, k: int) -> np.ndarray:
+    """3x3 map from frame ``k``'s image pixels to texture (world) pixels."""
+    a = math.radians(spec.direction)
+    z = (1.0 + spec.zoom) ** k
+    cx, cy = (spec.width - 1) / 2, (spec.height - 1) / 2
+    px, py = k * spec.speed * math.cos(a), k * spec.speed * math.sin(a)
+    return np.array([[1 / z, 0, cx - cx / z + px], [0, 1 / z, cy - cy / z + py], [0, 0, 1]], np.float64)
+
+
+def render_pan(texture: np.ndarray, sprite_texture: np.ndarray, spec: PanSpec
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(frames (N, H, W, 3) uint8, mover (N, H, W) bool, background flow (N-1, H, W, 2) float32)``: the
+    true flow of the still world from frame k to k+1 (the camera's alone), in source pixels."""
+    h, w, n = spec.height, spec.width, spec.frames
+    big = max(h, w) + int(abs(spec.speed) * n) + 8
+    reps = (big // texture.shape[0] + 2, big // texture.shape[1] + 2, 1)
+    world = np.tile(texture, reps)                                    # large enough for the whole pan
+    off = np.array([[1, 0, world.shape[1] / 4], [0, 1, world.shape[0] / 4], [0, 0, 1]])
+    r = spec.sprite * min(h, w)
+    b = math.radians(spec.direction + 135.0)
+    d = np.array([math.cos(b), math.sin(b)]) * spec.sprite_speed
+    start = np.array([(w - 1) / 2, (h - 1) / 2]) - d * (n - 1) / 2
+    side = int(2 * math.ceil(r) + 2)
+    patch = cv2.resize(sprite_texture, (side, side), interpolation=cv2.INTER_AREA)
+    disk = np.zeros((side, side), np.float32)
+    cv2.circle(disk, (side // 2, side // 2), int(round(r)), 1.0, -1, lineType=cv2.LINE_AA)
+    frames = np.empty((n, h, w, 3), np.uint8)
+    mover = np.zeros((n, h, w), bool)
+    for k in range(n):
+        m = (off @ _world_to_image(spec, k))[:2]
+        bg = cv2.warpAffine(world, m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                            borderMode=cv2.BORDER_REFLECT).astype(np.float32)
+        x, y = start + k * d
+        t = np.float32([[1, 0, x - side / 2], [0, 1, y - side / 2]])
+        tex = cv2.warpAffine(patch, t, (w, h), flags=cv2.INTER_LINEAR).astype(np.float32)
+        alpha = cv2.warpAffine(disk, t, (w, h), flags=cv2.INTER_LINEAR)[..., None]
+        frames[k] = np.clip(bg * (1 - alpha) + tex * alpha + 0.5, 0, 255).astype(np.uint8)
+        mover[k] = alpha[..., 0] > 0.5
+    xs, ys = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
+    pts = np.stack([xs, ys, np.ones_like(xs)], -1)                    # (H, W, 3)
+    flow = np.empty((n - 1, h, w, 2), np.float32)
+    for k in range(n - 1):
+        to = np.linalg.inv(_world_to_image(spec, k + 1)) @ _world_to_image(spec, k)
+        q = pts @ to.T
+        flow[k] = (q[..., :2] / q[..., 2:3] - pts[..., :2]).astype(np.float32)
+    return frames, mover, flow

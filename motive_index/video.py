@@ -210,6 +210,20 @@ def _window(n: int, fps: float, spec: VideoSpec) -> np.ndarray:
     return np.clip(idx, 0, n - 1)  # (T,)
 
 
+def _between(idx: np.ndarray, steps: int) -> list[np.ndarray]:
+    """Per standard interval t (T-1 of them), the source ordinals strictly between ``idx[t]`` and ``idx[t+1]``
+    that flow is computed through: every one while the interval spans at most ``steps`` source frames, else
+    ``steps - 1`` evenly spaced (so no flow step spans more than about ``span / steps`` source frames)."""
+    out = []
+    for a, b in zip(idx[:-1].tolist(), idx[1:].tolist()):
+        if steps <= 1 or b - a <= 1:
+            out.append(np.zeros(0, np.int64))
+            continue
+        inner = np.unique(_nearest(np.linspace(a, b, min(b - a, steps) + 1)))
+        out.append(inner[(inner > a) & (inner < b)])
+    return out
+
+
 def _resize_crop(frame: np.ndarray, spec: VideoSpec) -> np.ndarray:
     """(h, w, 3) -> (spec.height, spec.width, 3): resize so the shorter side fits (INTER_AREA when shrinking,
     INTER_LINEAR when enlarging), then centre-crop."""
@@ -220,6 +234,16 @@ def _resize_crop(frame: np.ndarray, spec: VideoSpec) -> np.ndarray:
         frame = cv2.resize(frame, (rw, rh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     y0, x0 = (rh - spec.height) // 2, (rw - spec.width) // 2
     return frame[y0:y0 + spec.height, x0:x0 + spec.width]  # (spec.height, spec.width, 3)
+
+
+def between_frames(frames: np.ndarray, fps: float, spec: VideoSpec, flow_steps: int) -> tuple[np.ndarray, ...]:
+    """What :func:`load_video` gives as :attr:`StandardVideo.between` for in-memory ``frames`` (N, H, W, 3) at
+    ``fps``: per standard interval, the source frames between its two standard frames, standardized the same
+    way, (k, spec.height, spec.width, 3) uint8 each."""
+    _check_frames(frames)
+    idx = _window(frames.shape[0], fps, spec)
+    return tuple(np.stack([_resize_crop(frames[j], spec) for j in inner]) if len(inner)
+                 else np.zeros((0, spec.height, spec.width, 3), np.uint8) for inner in _between(idx, flow_steps))
 
 
 def standardize(frames: np.ndarray, fps: float, spec: VideoSpec, *, name: str = "<frames>") -> np.ndarray:
@@ -249,6 +273,9 @@ class StandardVideo:
     ``source_frames`` counts the source frames the window was chosen from (those in ``[start_sec, end_sec)``
     that can be read; ``source_duration = source_frames / source_fps``); ``source_height`` x ``source_width`` is
     the decoded frame size. ``warnings`` says what was wrong with a damaged file that still gave enough frames.
+    ``between`` (when asked for with ``flow_steps``): per standard interval t, the source frames between
+    frames t and t+1, standardized the same way, (k_t, H, W, 3) uint8: optical flow runs through them at the
+    source's own rate (``motion.flow_fields``).
     """
 
     frames: np.ndarray  # (T, H, W, 3) uint8
@@ -258,6 +285,7 @@ class StandardVideo:
     source_height: int
     source_width: int
     warnings: tuple[str, ...] = ()
+    between: tuple[np.ndarray, ...] | None = None
 
     def metadata(self) -> dict:
         """The ``source_*`` fields (and ``warnings``, when there are any) as plain Python values, for storing."""
@@ -499,7 +527,7 @@ def _decode_pass(src: _Source, idx: np.ndarray, spec: VideoSpec, *, seek_to: int
 
 
 def load_video(path: str | Path, spec: VideoSpec, start_sec: float | None = None,
-               end_sec: float | None = None) -> StandardVideo:
+               end_sec: float | None = None, flow_steps: int = 1) -> StandardVideo:
     """Decode ``path`` (optionally ``[start_sec, end_sec)``) standardized to ``spec``, decoding only the window.
 
     Frames are sampled as :func:`standardize` samples the whole decoded range and resized the same way: the
@@ -512,7 +540,13 @@ def load_video(path: str | Path, spec: VideoSpec, start_sec: float | None = None
     again on the frames before that point; a frame that fails to decode is replaced by the nearest that did.
     Either way :attr:`StandardVideo.warnings` says so; with fewer than ``spec.min_source_frames`` frames it is a
     :class:`VideoError` (:class:`VideoTooShortError` when too few can be read at all).
+
+    ``flow_steps`` > 1: also decode the source frames between consecutive standard frames, up to
+    ``flow_steps - 1`` per interval (:func:`between_frames` semantics), into :attr:`StandardVideo.between`; the
+    standard frames are the same either way. A frame between that does not decode takes the nearest that did.
     """
+    if not (isinstance(flow_steps, int) and flow_steps >= 1):
+        raise ValueError(f"flow_steps={flow_steps!r} is invalid: an int >= 1")
     p = str(path)
     _check_source(p, start_sec, end_sec)
     start = float(start_sec or 0.0)
@@ -537,7 +571,10 @@ def load_video(path: str | Path, spec: VideoSpec, start_sec: float | None = None
                                                 f"min_source_frames={spec.min_source_frames} are needed; use a "
                                                 f"longer clip{' or a complete file' if cut else ''}")
                 idx = lo + _window(n, fps, spec)  # (T,) source ordinals, in order, may repeat
-                got = _decode(src, idx, spec)
+                inner = _between(idx, flow_steps)
+                both = np.concatenate([idx, *inner])  # the standard frames, then those between
+                order = np.argsort(both, kind="stable")
+                got = _decode(src, both[order], spec)
                 if got.stop is None or attempt == 2:
                     break
                 readable = got.stop  # the clip ends where reading stopped
@@ -547,8 +584,17 @@ def load_video(path: str | Path, spec: VideoSpec, start_sec: float | None = None
     if not got.done:
         raise VideoError(p, f"no frames could be decoded{where} (reading stopped at frame {got.stop}, "
                             f"{got.stop / fps:.2f} s: the file is damaged there)")
-    want = got.want
-    used = {got.filled.get(int(k), int(k)) for k in want}  # distinct source frames in the clip
+    rows = np.empty(len(order), np.int64)
+    rows[order] = np.arange(len(order))  # row of got.frames holding both[i]
+    t = len(idx)
+    between = None
+    if flow_steps > 1:
+        ends = np.cumsum([t] + [len(x) for x in inner])
+        between = tuple(got.frames[rows[a:b]] for a, b in zip(ends[:-1], ends[1:]))
+    frames = got.frames[rows[:t]] if flow_steps > 1 else got.frames
+    want = np.unique(idx)  # what is reported below is about the standard frames alone
+    filled = {k: v for k, v in got.filled.items() if k in set(want.tolist())}
+    used = {filled.get(int(k), int(k)) for k in want}  # distinct source frames in the clip
     if len(used) < min(spec.min_source_frames, len(want)):
         raise VideoError(p, f"only {len(used)} of the {len(want)} source frames the standard clip needs could be "
                             f"decoded{where}{f' ({cut})' if cut else ''}; at least min_source_frames="
@@ -557,19 +603,19 @@ def load_video(path: str | Path, spec: VideoSpec, start_sec: float | None = None
     if got.errors:
         warnings.append(f"{len(got.errors)} packet(s) could not be decoded (the first near "
                         f"{got.errors[0] / fps:.2f} s); frames decoded after a damaged packet may show artefacts")
-    if got.filled:
-        pairs = ", ".join(f"{k}->{v}" for k, v in list(got.filled.items())[:8])
-        pairs += ", ..." if len(got.filled) > 8 else ""
+    if filled:
+        pairs = ", ".join(f"{k}->{v}" for k, v in list(filled.items())[:8])
+        pairs += ", ..." if len(filled) > 8 else ""
         if got.errors or got.stop is not None:
-            warnings.append(f"{len(got.filled)} of the {len(want)} source frames the standard clip needs did not "
+            warnings.append(f"{len(filled)} of the {len(want)} source frames the standard clip needs did not "
                             f"decode; each was replaced by the nearest frame that did (source frame numbers {pairs})")
         else:  # nothing failed: the timestamps skip them (a variable frame rate)
-            warnings.append(f"the stream's timestamps skip {len(got.filled)} of the {len(want)} frame times the "
+            warnings.append(f"the stream's timestamps skip {len(filled)} of the {len(want)} frame times the "
                             f"standard clip needs (a variable frame rate?); each took the nearest frame in time "
                             f"(source frame numbers at {fps:g} fps {pairs})")
     h, w = got.size
-    return StandardVideo(frames=got.frames, source_frames=n, source_fps=fps, source_duration=n / fps,
-                         source_height=h, source_width=w, warnings=tuple(x for x in warnings if x))
+    return StandardVideo(frames=frames, source_frames=n, source_fps=fps, source_duration=n / fps,
+                         source_height=h, source_width=w, warnings=tuple(x for x in warnings if x), between=between)
 
 
 def _truncation(claimed: int | None, probed: int, readable: int, fps: float) -> str:
