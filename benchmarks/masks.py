@@ -1,6 +1,6 @@
 """Motion masks measured against ground truth: flow accuracy, mask IoU with and without camera motion, and cost.
 
-    python benchmarks/masks.py [--quick] [--seeds 30] [--flow dis|farneback] [--preset auto]
+    python benchmarks/masks.py [--quick] [--seeds 30] [--flow dis|farneback] [--preset auto] [--pans-only]
 
 1. Flow accuracy: end-point error (px, mean over valid pixels) of each estimator on frame pairs with a known
    displacement: a smooth-noise texture translated by a known sub-pixel (dx, dy) (cv2.warpAffine), alone and
@@ -15,6 +15,19 @@
    world) report the share flagged static and the mean weight.
 3. Cost: ms per frame pair of each estimator at 480x832 and 64x64, and what camera compensation adds
    (``motion_mask`` with motion=object minus motion=all, per frame pair).
+4. Textured pans (``--pans-only`` runs this part alone): a camera moving over a real photograph shipped with
+   scikit-image (``synthetic.photo_texture``: gravel, grass, brick, astronaut), tiled, while a disk textured
+   with another photo (coffee) moves against it (``synthetic.render_pan``), rendered at the source rate, then
+   standardized as a build does (``standardize`` + ``between_frames``). Tiny shape (17x64x64 at 8 fps) from
+   96x96 sources at 16 and 30 fps: diagonal pans at 2, 4, 8 and 16 source px per frame, and the same with a 1 %
+   zoom per frame, disks of radius 0.1 and 0.25 of the side; paper shape (81x480x832 at 16 fps) from 480x832
+   at 30 fps, gravel, pans of 4 and 16 px per frame (``--quick``: 4 only). Each clip's object mask (the
+   default ``MaskConfig`` but ``flow_steps``) with ``flow_steps`` 1 (flow between standard frames: indexes
+   before it), 2 and 4: the mean weight inside the mover over the mean weight outside it (the frame's interior:
+   4 px at 64, 16 at 480 left out; target >= 10), and the end-point error of the raw flow on the background
+   (the still world, true flow from ``render_pan`` composed over each standard interval and brought to the
+   standard shape). Then the cost per clip from an mp4 (``load_video`` + ``motion_mask``) with flow_steps 1
+   and the default, at both shapes, median of 2 runs.
 """
 
 from __future__ import annotations
@@ -233,6 +246,151 @@ def cost(quick: bool, base: MaskConfig):
     return rows, comp
 
 
+# ------------------------------------------------------------------------------------------------ textured pans
+
+PAN_TEXTURES = ("gravel", "grass", "brick", "astronaut")
+PAN_STEPS = (1, 2, 4)
+TINY, PAPER = VideoSpec(), VideoSpec(frames=81, fps=16.0, height=480, width=832)
+
+
+def _std_mask(mover: np.ndarray, fps: float, vs: VideoSpec) -> np.ndarray:
+    return standardize(np.repeat(mover[..., None].astype(np.uint8) * 255, 3, -1), fps, vs)[..., 0] > 127
+
+
+def _std_flow(flow: np.ndarray, fps: float, vs: VideoSpec, src_hw: tuple[int, int]) -> np.ndarray:
+    """The true flow over each standard interval at the standard shape (T-1, h, w, 2): the per-source-frame
+    flows composed between the interval's two source frames, resized and cropped as standardize does."""
+    from motive_index.motion import compose_flows
+    from motive_index.video import _resize_crop, _window
+
+    idx = _window(flow.shape[0] + 1, fps, vs)
+    h, w = src_hw
+    scale = max(vs.height / h, vs.width / w)
+    out = []
+    for a, b in zip(idx[:-1], idx[1:]):
+        f = compose_flows(list(flow[a:b])) if b > a else np.zeros((h, w, 2), np.float32)
+        out.append(_resize_crop(f, vs) * scale)  # cv2.resize keeps the 2 channels; vectors scale with the frame
+    return np.stack(out).astype(np.float32)
+
+
+def pan_case(texture: str, spec, vs: VideoSpec, steps=PAN_STEPS) -> dict:
+    """{k: (inside / outside, background EPE, seconds)} for one textured pan."""
+    from motive_index.synthetic import photo_texture, render_pan
+    from motive_index.video import between_frames
+
+    frames, mover, flow = render_pan(photo_texture(texture), photo_texture("coffee"), spec)
+    std = standardize(frames, spec.fps, vs)
+    gt = _std_mask(mover, spec.fps, vs)
+    true = _std_flow(flow, spec.fps, vs, (spec.height, spec.width))
+    b = 16 if vs.height >= 256 else 4
+    inner = np.zeros(gt.shape[1:], bool)
+    inner[b:-b, b:-b] = True
+    bg_flow = ~gt[:-1] & ~gt[1:] & inner  # background in both frames of a pair, away from the edges
+    out = {}
+    for k in steps:
+        cfg = MaskConfig(flow_steps=k)
+        t = time.perf_counter()
+        mm = motion_mask(std, cfg, between=between_frames(frames, spec.fps, vs, k) if k > 1 else None)
+        sec = time.perf_counter() - t
+        w = mm.weight[:, inner]
+        g = gt[:, inner]
+        ratio = float(w[g].mean() / max(float(w[~g].mean()), 1e-6))
+        epe = float(np.linalg.norm(mm.flows - true, axis=-1)[bg_flow].mean())
+        out[k] = (ratio, epe, sec)
+    return out
+
+
+def textured_pans(quick: bool) -> dict:
+    from motive_index.synthetic import PanSpec
+
+    tiny = {}
+    textures = PAN_TEXTURES[:2] if quick else PAN_TEXTURES
+    for fps, n in ((16.0, 36), (30.0, 68)):
+        for camera in ("pan", "pan+zoom"):
+            for speed in ((4.0, 8.0) if quick else (2.0, 4.0, 8.0, 16.0)):
+                for sprite in ((0.1,) if quick else (0.1, 0.25)):
+                    for tex in textures:
+                        spec = PanSpec(frames=n, fps=fps, speed=speed, sprite=sprite,
+                                       zoom=0.01 if camera == "pan+zoom" else 0.0)
+                        tiny.setdefault((fps, camera, speed), []).append((tex, sprite, pan_case(tex, spec, TINY)))
+        print(f"  textured pans tiny {fps:g} fps done", file=sys.stderr)
+    paper = {}
+    for speed in ((4.0,) if quick else (4.0, 16.0)):
+        spec = PanSpec(frames=156, fps=30.0, height=480, width=832, speed=speed, sprite=0.1, sprite_speed=12.0)
+        paper[speed] = pan_case("gravel", spec, PAPER, steps=(1, 2))
+        print(f"  textured pans paper {speed:g} px/frame done", file=sys.stderr)
+    return {"tiny": tiny, "paper": paper, "cost": pan_cost(quick)}
+
+
+def pan_cost(quick: bool) -> list[tuple]:
+    """(shape, flow_steps, decode s, mask s) per clip from an mp4, median of 2 runs."""
+    import tempfile
+
+    from motive_index.motion import make_flow_estimator
+    from motive_index.synthetic import PanSpec, photo_texture, render_pan
+    from motive_index.video import load_video, write_video
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, vs, spec in (("tiny 17x64x64", TINY, PanSpec(frames=68, fps=30.0, speed=4.0)),
+                               ("paper 81x480x832", PAPER, PanSpec(frames=156, fps=30.0, height=480, width=832,
+                                                                   speed=4.0, sprite_speed=12.0))):
+            frames, _, _ = render_pan(photo_texture("gravel"), photo_texture("coffee"), spec)
+            path = Path(tmp) / f"{vs.height}.mp4"
+            write_video(path, frames, spec.fps)
+            for k in (1, MaskConfig().flow_steps):
+                cfg = MaskConfig(flow_steps=k)
+                est = make_flow_estimator(cfg)
+                dec, msk = [], []
+                for _ in range(1 if quick and vs.height > 64 else 2):
+                    t = time.perf_counter()
+                    video = load_video(path, vs, flow_steps=cfg.source_steps)
+                    t1 = time.perf_counter()
+                    motion_mask(video.frames, cfg, est, between=video.between)
+                    dec.append(t1 - t)
+                    msk.append(time.perf_counter() - t1)
+                rows.append((name, k, statistics.median(dec), statistics.median(msk)))
+    return rows
+
+
+def print_pans(res: dict) -> None:
+    print("\n### Textured pans: mean weight inside the mover / outside (target >= 10) and background EPE (px per "
+          "standard interval), by flow_steps\n")
+    print("tiny shape 17x64x64 at 8 fps from 96x96 sources; each row: the median over textures "
+          f"({', '.join(PAN_TEXTURES)}) and disk sizes, [the worst], then the EPE's median\n")
+    print("| source fps | camera | speed (px/frame at 96 px) | " + " | ".join(f"flow_steps {k}" for k in PAN_STEPS)
+          + " |")
+    print("|---:|---|---:|" + "---|" * len(PAN_STEPS))
+    for (fps, camera, speed), cases in res["tiny"].items():
+        cells = []
+        for k in PAN_STEPS:
+            ratios = [c[2][k][0] for c in cases]
+            epes = [c[2][k][1] for c in cases]
+            cells.append(f"{statistics.median(ratios):.1f} [{min(ratios):.1f}] / {statistics.median(epes):.2f}")
+        print(f"| {fps:g} | {camera} | {speed:g} | " + " | ".join(cells) + " |")
+    per_tex: dict = {}
+    for cases in res["tiny"].values():
+        for tex, _, r in cases:
+            for k in PAN_STEPS:
+                per_tex.setdefault((tex, k), []).append(r[k][0])
+    print("| all | all | per texture: share of clips >= 10 | "
+          + " | ".join(", ".join(f"{t} {sum(x >= 10 for x in per_tex[(t, k)])}/{len(per_tex[(t, k)])}"
+                                 for t in PAN_TEXTURES if (t, k) in per_tex) for k in PAN_STEPS) + " |")
+    print("\npaper shape 81x480x832 at 16 fps from 480x832 at 30 fps, gravel, disk radius 48 px (30 fps over 16: "
+          "flow_steps 2 and 4 are the same)\n")
+    print("| speed (px/frame) | flow_steps 1: ratio / EPE / mask s | flow_steps 2: ratio / EPE / mask s |")
+    print("|---:|---|---|")
+    for speed, r in res["paper"].items():
+        print(f"| {speed:g} | " + " | ".join(f"{r[k][0]:.1f} / {r[k][1]:.2f} / {r[k][2]:.1f}" for k in (1, 2)) + " |")
+    print("\ncost per clip from an mp4 (30 fps gravel pan at 4 px/frame), median of 2 runs\n")
+    print("| shape | flow_steps | decode s | mask s | decode + mask s | vs flow_steps 1 |")
+    print("|---|---:|---:|---:|---:|---:|")
+    base = {}
+    for name, k, dec, msk in res["cost"]:
+        base.setdefault(name, dec + msk)
+        print(f"| {name} | {k} | {dec:.2f} | {msk:.2f} | {dec + msk:.2f} | x{(dec + msk) / base[name]:.2f} |")
+
+
 # ------------------------------------------------------------------------------------------------ main
 
 
@@ -243,7 +401,17 @@ def main() -> None:
     ap.add_argument("--flow", default="dis", choices=["dis", "farneback"], help="estimator for the mask tables")
     ap.add_argument("--preset", default=MaskConfig().dis_preset, choices=list(DIS_PRESETS),
                     help="DIS preset for the mask tables (default: MaskConfig's)")
+    ap.add_argument("--pans-only", action="store_true", help="only part 4, the textured pans")
     args = ap.parse_args()
+    if args.pans_only:
+        t0 = time.perf_counter()
+        res = textured_pans(args.quick)
+        print(f"\nmachine: {machine()}; OpenCV {cv2.__version__} ({cv2.getNumThreads()} threads); "
+              f"512x512 matmul {matmul_anchor_ms():.2f} ms")
+        print(f"benchmarks/masks.py --pans-only{' --quick' if args.quick else ''}: wall "
+              f"{time.perf_counter() - t0:.0f} s")
+        print_pans(res)
+        return
     seeds = args.seeds or (2 if args.quick else 30)
     base = MaskConfig(flow=args.flow, dis_preset=args.preset)
     vspec = VideoSpec()
@@ -253,6 +421,7 @@ def main() -> None:
     epe = flow_accuracy(sizes, 2 if args.quick else 3)
     cells, pan = mask_quality(seeds, base, vspec)
     speed, comp = cost(args.quick, base)
+    pans = textured_pans(args.quick)
     wall = time.perf_counter() - t0
 
     anchor = matmul_anchor_ms()
@@ -314,6 +483,7 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|")
     for size, n, t_flow, t_all, t_obj in comp:
         print(f"| {size} | {n} | {ms(t_flow)} | {ms(t_all)} | {ms(t_obj)} | {ms(t_obj - t_all)} |")
+    print_pans(pans)
 
 
 if __name__ == "__main__":
