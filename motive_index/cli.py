@@ -224,6 +224,42 @@ def finetune(manifest, model, out_dir, steps, lr, batch_size, seed, device, quie
 
 
 @main.command()
+@click.option("--model", required=True, help="'tiny' or a local diffusers model directory (Wan family).")
+@click.option("--prompt", required=True, help="The caption to generate from.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="FILE.mp4 to write.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seeds the initial noise.")
+@click.option("--steps", default=20, show_default=True, type=click.IntRange(1),
+              help="Euler steps of the flow-matching sampler.")
+@_DEVICE
+@click.option("--json", "as_json", is_flag=True)
+def generate(model, prompt, out, seed, steps, device, as_json):
+    """Sample a clip from --prompt with the model's own flow-matching sampler and write it as an mp4, at the
+    model's standard shape (the tiny preset's VAE is untrained: its clips are noise)."""
+    import time
+
+    from .backbones import load_backbone
+    from .generate import generate_video
+    from .video import write_video
+
+    if out.suffix.lower() != ".mp4":
+        raise click.BadParameter(f"{str(out)!r}: write a .mp4 file", param_hint="--out")
+    t = time.perf_counter()
+    backbone = load_backbone(model, device=device)
+    try:
+        frames = generate_video(backbone, prompt, steps=steps, seed=seed)
+    except NotImplementedError as e:
+        raise click.UsageError(str(e)) from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_video(out, frames, backbone.spec.fps)
+    seconds = time.perf_counter() - t
+    t_, h, w = frames.shape[:3]
+    _emit({"out": str(out), "frames": t_, "height": h, "width": w, "fps": backbone.spec.fps, "seed": seed,
+           "steps": steps, "seconds": seconds}, as_json,
+          f"wrote {out}: {t_} frames of {w}x{h} at {backbone.spec.fps:g} fps ({steps} steps, seed {seed}) in "
+          f"{seconds:.1f}s")
+
+
+@main.command()
 @click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--model", required=True, help="'tiny' or a local diffusers model directory.")
 @click.option("--index", "index_dir", required=True, type=INDEX)

@@ -24,7 +24,7 @@ import torch
 
 from .backbones import Backbone
 
-__all__ = ["sample_latents", "sample_many", "sigma_schedule", "decode_latents"]
+__all__ = ["sample_latents", "sample_many", "sigma_schedule", "decode_latents", "generate_video"]
 
 SUPPORTED_FAMILIES = ("wan",)
 
@@ -90,6 +90,13 @@ def sample_many(backbone: Backbone, captions: Sequence[str], seeds: Sequence[int
     finally:
         backbone.transformer.train(was_training)
     return torch.cat(out)                                                   # (B, C, F', H', W')
+
+
+def generate_video(backbone: Backbone, caption: str, steps: int = 20, seed: int = 0) -> np.ndarray:
+    """A clip sampled from ``caption`` (:func:`sample_latents`) and decoded (:func:`decode_latents`): uint8
+    (T, H, W, 3) at the backbone's standard shape, to be written at ``backbone.spec.fps``. Deterministic given
+    the model, caption, steps and seed. With the ``tiny`` preset it is noise (its VAE is untrained)."""
+    return decode_latents(backbone, sample_latents(backbone, caption, steps=steps, seed=seed))
 
 
 @torch.no_grad()
