@@ -201,9 +201,9 @@ def _probe_wan(out_dir: str, load: bool) -> dict:
                               for f in rec["files"] if f["path"].endswith(".safetensors"))
     if load:
         from motive_index.backbones.base import _weights_hash
-        from motive_index.backbones.wan import _quiet_hf
+        from motive_index.backbones.base import quiet_hf
 
-        _quiet_hf()
+        quiet_hf()
         t = time.perf_counter()
         tr = WanTransformer3DModel.from_pretrained(str(root / "transformer"), local_files_only=True)
         res["load_transformer_s"] = time.perf_counter() - t

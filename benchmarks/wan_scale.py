@@ -42,13 +42,14 @@ def _wan_1_3b(device, layers: int, spec):
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
 
-    from motive_index.backbones.wan import PAPER_TEXT_LEN, WanBackbone, _byte_tokenizer
+    from motive_index.backbones.base import byte_tokenizer
+    from motive_index.backbones.wan import PAPER_TEXT_LEN, WanBackbone
 
     torch.manual_seed(0)
     with torch.device(device):  # initialize in place: 1.42 B parameters are slow to build on a CPU
         transformer = WanTransformer3DModel(**{**WAN_1_3B, "num_layers": layers})
         vae = AutoencoderKLWan()  # the Wan2.1 VAE architecture (base_dim 96, z_dim 16)
-        tok = _byte_tokenizer()
+        tok = byte_tokenizer()
         text = UMT5EncoderModel(UMT5Config(vocab_size=len(tok), d_model=4096, d_kv=64, d_ff=256, num_layers=1,
                                            num_heads=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
     sched = {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 3.0}

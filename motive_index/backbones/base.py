@@ -192,3 +192,156 @@ class Backbone(ABC):
 
     @abstractmethod
     def save_pretrained(self, out_dir: str | Path) -> Path: ...
+
+
+# ------------------------------------------------------------------------------------------ diffusers families
+
+
+def byte_tokenizer():
+    """A byte-level tokenizer built in code (256 byte symbols + pad/eos/unk): no vocabulary file to download.
+    The tiny presets' tokenizer, for every family."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    for ch in sorted(pre_tokenizers.ByteLevel.alphabet()):
+        vocab[ch] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+
+
+def quiet_hf() -> None:
+    """No per-shard progress bars from diffusers/transformers: our own bars report the work."""
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    dlog.disable_progress_bar()
+    tlog.disable_progress_bar()
+
+
+def diffusers_version() -> str:
+    import diffusers
+
+    return diffusers.__version__
+
+
+class DiffusersBackbone(Backbone):
+    """What the diffusers families share: a transformer, a VAE, a text encoder and a tokenizer in a
+    diffusers-format directory (one folder each, a scheduler config, ``model_index.json``, and motive-index's
+    ``motive_index.json`` with the standard shape and text length), loaded and saved the same way; the latent
+    grid's shape; moving to a device; the text cache; encoding a clip to the VAE's latent mode; the tiny
+    presets' calibration clips. A family file keeps only what differs: its classes (:meth:`_classes`), the
+    pipeline it is saved as, its defaults, how it scales latents, noises, forms the target and predicts."""
+
+    #: diffusers' pipeline class name written into model_index.json
+    pipeline_class: str
+    #: the scheduler's class name when its config does not say
+    default_scheduler_class: str
+
+    def _init_parts(self, transformer, vae, text_encoder, tokenizer, scheduler_config: dict, spec: VideoSpec,
+                    text_max_length: int, source: str) -> None:
+        self.transformer, self.vae, self.text_encoder, self.tokenizer = transformer, vae, text_encoder, tokenizer
+        self.scheduler_config = dict(scheduler_config)
+        self.spec = spec
+        self.text_max_length = int(text_max_length)
+        self._weights_hash = None
+        self.source = source
+        self._text_cache = OrderedDict()
+        self.device = torch.device("cpu")
+        for m in (self.transformer, self.vae, self.text_encoder):
+            m.eval()
+        self.vae.requires_grad_(False)
+        self.text_encoder.requires_grad_(False)
+
+    # ----- loading and saving -------------------------------------------------------------------------------
+    @classmethod
+    def _classes(cls) -> dict[str, tuple[str, Any]]:
+        """``{part: (library, class)}`` for transformer, vae, text_encoder (imported when called)."""
+        raise NotImplementedError
+
+    @classmethod
+    def _defaults(cls, parts: dict[str, Any], scheduler: dict | None) -> tuple[dict, VideoSpec, int]:
+        """(scheduler config, standard shape, text length) for a directory without motive_index.json's."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_pretrained(cls, root: str | Path, device: str = "cpu") -> "DiffusersBackbone":
+        from transformers import AutoTokenizer
+
+        from .specs import MOTIVE_CONFIG
+
+        quiet_hf()
+        root = Path(root)
+        loaders = {name: klass.from_pretrained for name, (_, klass) in cls._classes().items()}
+        parts = load_components(root, {**loaders, "tokenizer": AutoTokenizer.from_pretrained})
+        sched_path = root / "scheduler" / "scheduler_config.json"
+        scheduler = json.loads(sched_path.read_text()) if sched_path.is_file() else None
+        extra_path = root / MOTIVE_CONFIG
+        extra = json.loads(extra_path.read_text()) if extra_path.is_file() else {}
+        scheduler, spec, text_len = cls._defaults(parts, scheduler)
+        if "spec" in extra:
+            spec = VideoSpec.from_dict(extra["spec"])
+        text_len = int(extra.get("text_max_length", text_len))
+        backbone = cls(parts["transformer"], parts["vae"], parts["text_encoder"], parts["tokenizer"], scheduler,
+                       spec, text_len, source=str(root.resolve()))
+        return backbone.to(device)
+
+    def save_pretrained(self, out_dir: str | Path) -> Path:
+        from .specs import MOTIVE_CONFIG
+
+        quiet_hf()
+        index = {"_class_name": self.pipeline_class, "_diffusers_version": diffusers_version(),
+                 **{name: [lib, klass.__name__] for name, (lib, klass) in self._classes().items()},
+                 "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
+                 "scheduler": ["diffusers", self.scheduler_config.get("_class_name", self.default_scheduler_class)]}
+        parts = {"transformer": self.transformer, "vae": self.vae, "text_encoder": self.text_encoder,
+                 "tokenizer": self.tokenizer}
+        return save_components(Path(out_dir), parts, self.scheduler_config, index,
+                               (MOTIVE_CONFIG, {"spec": self.spec.to_dict(), "text_max_length": self.text_max_length}))
+
+    # ----- the shared interface -----------------------------------------------------------------------------
+    def to(self, device: str | torch.device) -> "DiffusersBackbone":
+        self.device = torch.device(device)
+        for m in (self.transformer, self.vae, self.text_encoder):
+            m.to(self.device)
+        self._text_cache.clear()
+        self._moved()
+        return self
+
+    def _moved(self) -> None:
+        """After :meth:`to`: move or drop the family's own device state."""
+
+    def encode_text(self, caption: str) -> torch.Tensor:
+        return self._cached_text(caption, self._encode_text)
+
+    @abstractmethod
+    def _encode_text(self, caption: str) -> torch.Tensor: ...
+
+    @torch.no_grad()
+    def _vae_mode(self, frames: torch.Tensor) -> torch.Tensor:
+        """(T, 3, H, W) in [0, 1] -> the VAE's latent mode (C, F', H', W'), unscaled."""
+        x = frames.to(self.device, torch.float32).permute(1, 0, 2, 3)[None] * 2 - 1   # (1, 3, T, H, W) in [-1, 1]
+        return self.vae.encode(x).latent_dist.mode()[0]
+
+    def latent_shape(self) -> tuple[int, int, int, int]:
+        s = self.spec
+        return (self.z_dim, 1 + (s.frames - 1) // self.temporal_factor, s.height // self.spatial_factor,
+                s.width // self.spatial_factor)
+
+    def _calibration_latents(self, seed: int) -> torch.Tensor:
+        """Unscaled latents (n, C, F', H', W') of a few synthetic clips (one per motion class), seeded: what a
+        tiny preset measures its latent scaling on, as real models ship measured values."""
+        from ..synthetic import MOTIONS, SynthSpec, render_clip
+        from ..video import frames_to_tensor, standardize
+
+        lats = []
+        for i, motion in enumerate(MOTIONS):
+            s = SynthSpec(motion=motion, shape="square", colour="red", texture="striped",
+                          frames=self.spec.frames, fps=self.spec.fps, seed=seed * 1000 + i)
+            frames, _ = render_clip(s)
+            frames = standardize(frames, s.fps, self.spec)
+            lats.append(self.encode_video(frames_to_tensor(frames), normalize=False))
+        return torch.stack(lats)

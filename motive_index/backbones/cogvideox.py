@@ -32,18 +32,13 @@ How CogVideoX differs from Wan, and where that is handled:
 
 from __future__ import annotations
 
-import json
-from collections import OrderedDict
-from pathlib import Path
-
 import torch
 
 from ..config import VideoSpec
 from ..errors import ModelLoadError
-from .base import Backbone, load_components, save_components
+from .base import DiffusersBackbone, byte_tokenizer
 from .specs import COGVIDEOX_FPS as DEFAULT_FPS, COGVIDEOX_TEXT_LEN as DEFAULT_TEXT_LEN  # noqa: F401
-from .specs import MOTIVE_CONFIG, TINY_SPEC, cogvideox_spec as default_spec, cogvideox_vae_factors as _vae_factors
-from .wan import _byte_tokenizer, _diffusers_version, _quiet_hf
+from .specs import TINY_SPEC, cogvideox_spec as default_spec, cogvideox_vae_factors as _vae_factors
 
 TINY_TEXT_LEN = 64
 _PREDICTION_TYPES = ("v_prediction", "epsilon", "sample")
@@ -72,13 +67,14 @@ def _make_scheduler(cfg: dict):
     return sched
 
 
-class CogVideoXBackbone(Backbone):
+class CogVideoXBackbone(DiffusersBackbone):
     family = "cogvideox"
+    pipeline_class = "CogVideoXPipeline"
+    default_scheduler_class = "CogVideoXDDIMScheduler"
 
     def __init__(self, transformer, vae, text_encoder, tokenizer, scheduler_config: dict,
                  spec: VideoSpec, text_max_length: int, source: str = "in-memory"):
-        self.transformer, self.vae, self.text_encoder, self.tokenizer = transformer, vae, text_encoder, tokenizer
-        self.scheduler_config = dict(scheduler_config)
+        self._init_parts(transformer, vae, text_encoder, tokenizer, scheduler_config, spec, text_max_length, source)
         self.scheduler = _make_scheduler(self.scheduler_config)
         self.prediction_type = self.scheduler.config.prediction_type
         if self.prediction_type not in _PREDICTION_TYPES:
@@ -89,18 +85,8 @@ class CogVideoXBackbone(Backbone):
         self.temporal_factor, self.spatial_factor = _vae_factors(vcfg)
         self.first_frame_alone = True   # the causal VAE always encodes frame 0 on its own
         self.z_dim = int(vcfg.latent_channels)
-        self.spec = spec
-        self.text_max_length = int(text_max_length)
         self._check()
-        self._weights_hash: str | None = None
-        self.source = source
-        self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._rotary: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.device = torch.device("cpu")
-        for m in (self.transformer, self.vae, self.text_encoder):
-            m.eval()
-        self.vae.requires_grad_(False)
-        self.text_encoder.requires_grad_(False)
 
     # ----- construction -------------------------------------------------------------------------------------
     def _check(self) -> None:
@@ -133,7 +119,7 @@ class CogVideoXBackbone(Backbone):
         from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel
         from transformers import T5Config, T5EncoderModel
 
-        tokenizer = _byte_tokenizer()
+        tokenizer = byte_tokenizer()
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             vae = AutoencoderKLCogVideoX(block_out_channels=(8, 16, 16, 16), latent_channels=4, layers_per_block=1,
@@ -167,67 +153,30 @@ class CogVideoXBackbone(Backbone):
     def _calibrate_latents(self, seed: int) -> None:
         """Set the tiny VAE's scaling_factor to 1/std of a few synthetic clips' latents (real CogVideoX ships a
         measured one, 1.15258426 for 2b)."""
-        from ..synthetic import MOTIONS, SynthSpec, render_clip
-        from ..video import frames_to_tensor, standardize
-
-        lats = []
-        for i, motion in enumerate(MOTIONS):
-            s = SynthSpec(motion=motion, shape="square", colour="red", texture="striped",
-                          frames=self.spec.frames, fps=self.spec.fps, seed=seed * 1000 + i)
-            frames, _ = render_clip(s)
-            frames = standardize(frames, s.fps, self.spec)
-            lats.append(self.encode_video(frames_to_tensor(frames), normalize=False))
-        std = float(torch.stack(lats).std().clamp_min(1e-3))
+        std = float(self._calibration_latents(seed).std().clamp_min(1e-3))
         self.vae.register_to_config(scaling_factor=1.0 / std)
 
     @classmethod
-    def from_pretrained(cls, root: str | Path, device: str = "cpu") -> "CogVideoXBackbone":
+    def _classes(cls):
         from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel
-        from transformers import AutoTokenizer, T5EncoderModel
+        from transformers import T5EncoderModel
 
-        _quiet_hf()
-        root = Path(root)
-        parts = load_components(root, {
-            "transformer": CogVideoXTransformer3DModel.from_pretrained, "vae": AutoencoderKLCogVideoX.from_pretrained,
-            "text_encoder": T5EncoderModel.from_pretrained, "tokenizer": AutoTokenizer.from_pretrained})
-        sched_path = root / "scheduler" / "scheduler_config.json"
-        scheduler = json.loads(sched_path.read_text()) if sched_path.is_file() else dict(COGVIDEOX_SCHEDULER)
-        extra_path = root / MOTIVE_CONFIG
-        extra = json.loads(extra_path.read_text()) if extra_path.is_file() else {}
+        return {"transformer": ("diffusers", CogVideoXTransformer3DModel),
+                "vae": ("diffusers", AutoencoderKLCogVideoX), "text_encoder": ("transformers", T5EncoderModel)}
+
+    @classmethod
+    def _defaults(cls, parts, scheduler):
         tcfg = parts["transformer"].config
-        spec = (VideoSpec.from_dict(extra["spec"]) if "spec" in extra
-                else default_spec(dict(tcfg), dict(parts["vae"].config)))
-        text_len = int(extra.get("text_max_length", tcfg.max_text_seq_length))
-        backbone = cls(parts["transformer"], parts["vae"], parts["text_encoder"], parts["tokenizer"], scheduler,
-                       spec, text_len, source=str(root.resolve()))
-        return backbone.to(device)
-
-    def save_pretrained(self, out_dir: str | Path) -> Path:
-        _quiet_hf()
-        index = {"_class_name": "CogVideoXPipeline", "_diffusers_version": _diffusers_version(),
-                 "transformer": ["diffusers", "CogVideoXTransformer3DModel"],
-                 "vae": ["diffusers", "AutoencoderKLCogVideoX"],
-                 "text_encoder": ["transformers", "T5EncoderModel"],
-                 "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
-                 "scheduler": ["diffusers", self.scheduler_config.get("_class_name", "CogVideoXDDIMScheduler")]}
-        parts = {"transformer": self.transformer, "vae": self.vae, "text_encoder": self.text_encoder,
-                 "tokenizer": self.tokenizer}
-        return save_components(Path(out_dir), parts, self.scheduler_config, index,
-                               (MOTIVE_CONFIG, {"spec": self.spec.to_dict(), "text_max_length": self.text_max_length}))
+        return (scheduler if scheduler is not None else dict(COGVIDEOX_SCHEDULER),
+                default_spec(dict(tcfg), dict(parts["vae"].config)), int(tcfg.max_text_seq_length))
 
     # ----- the interface ------------------------------------------------------------------------------------
-    def to(self, device: str | torch.device) -> "CogVideoXBackbone":
-        self.device = torch.device(device)
-        for m in (self.transformer, self.vae, self.text_encoder):
-            m.to(self.device)
-        self._text_cache.clear()
+    def _moved(self) -> None:
         self._rotary = None
-        return self
 
     @torch.no_grad()
     def encode_video(self, frames: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        x = frames.to(self.device, torch.float32).permute(1, 0, 2, 3)[None] * 2 - 1   # (1, 3, T, H, W) in [-1, 1]
-        z = self.vae.encode(x).latent_dist.mode()[0]                                    # (C, F', H', W')
+        z = self._vae_mode(frames)                                                      # (C, F', H', W')
         if normalize:
             shift = self.vae.config.shift_factor
             if shift is not None:
@@ -235,20 +184,12 @@ class CogVideoXBackbone(Backbone):
             z = z * self.vae.config.scaling_factor
         return z
 
-    def encode_text(self, caption: str) -> torch.Tensor:
-        return self._cached_text(caption, self._encode_text)
-
     @torch.no_grad()
     def _encode_text(self, caption: str) -> torch.Tensor:
         enc = self.tokenizer([caption], padding="max_length", max_length=self.text_max_length, truncation=True,
                              add_special_tokens=True, return_tensors="pt")
         # as CogVideoXPipeline._get_t5_prompt_embeds: no attention mask, padding embeddings kept
         return self.text_encoder(enc.input_ids.to(self.device))[0][0]   # (L, text_dim)
-
-    def latent_shape(self) -> tuple[int, int, int, int]:
-        s = self.spec
-        return (self.z_dim, 1 + (s.frames - 1) // self.temporal_factor, s.height // self.spatial_factor,
-                s.width // self.spatial_factor)
 
     def alpha_bar(self, timestep) -> torch.Tensor:
         """The scheduler's alphas_cumprod at training timestep index(es) (after its SNR shift / rescaling)."""

@@ -9,49 +9,22 @@ and text length; without it, the paper's shape (81 frames at 16 fps, 480x832, 51
 
 from __future__ import annotations
 
-import json
-from collections import OrderedDict
-from pathlib import Path
-
 import torch
 
 from ..config import VideoSpec
 from ..errors import ModelLoadError
-from .base import Backbone, load_components, save_components
-from .specs import MOTIVE_CONFIG, PAPER_SPEC, PAPER_TEXT_LEN, TINY_SPEC, TINY_TEXT_LEN  # noqa: F401 (re-exported)
+from .base import DiffusersBackbone, byte_tokenizer
+from .specs import PAPER_SPEC, PAPER_TEXT_LEN, TINY_SPEC, TINY_TEXT_LEN  # noqa: F401 (re-exported)
 
 
-def _byte_tokenizer():
-    """A byte-level tokenizer built in code (256 byte symbols + pad/eos/unk): no vocabulary file to download."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
-    for ch in sorted(pre_tokenizers.ByteLevel.alphabet()):
-        vocab[ch] = len(vocab)
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
-
-
-def _quiet_hf() -> None:
-    """No per-shard progress bars from diffusers/transformers: our own bars report the work."""
-    from diffusers.utils import logging as dlog
-    from transformers.utils import logging as tlog
-
-    dlog.disable_progress_bar()
-    tlog.disable_progress_bar()
-
-
-class WanBackbone(Backbone):
+class WanBackbone(DiffusersBackbone):
     family = "wan"
+    pipeline_class = "WanPipeline"
+    default_scheduler_class = "FlowMatchEulerDiscreteScheduler"
 
     def __init__(self, transformer, vae, text_encoder, tokenizer, scheduler_config: dict,
                  spec: VideoSpec, text_max_length: int, source: str = "in-memory"):
-        self.transformer, self.vae, self.text_encoder, self.tokenizer = transformer, vae, text_encoder, tokenizer
-        self.scheduler_config = dict(scheduler_config)
+        self._init_parts(transformer, vae, text_encoder, tokenizer, scheduler_config, spec, text_max_length, source)
         pred = self.scheduler_config.get("prediction_type", "flow_prediction")
         if pred not in ("flow_prediction", None) and "FlowMatch" not in self.scheduler_config.get("_class_name", ""):
             raise ModelLoadError(f"scheduler prediction_type {pred!r}: Wan models are flow matching "
@@ -65,17 +38,7 @@ class WanBackbone(Backbone):
         self.spatial_factor = 2 ** (len(vcfg.dim_mult) - 1)
         self.first_frame_alone = True
         self.z_dim = int(vcfg.z_dim)
-        self.spec = spec
-        self.text_max_length = int(text_max_length)
         self._check_spec()
-        self._weights_hash: str | None = None
-        self.source = source
-        self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
-        self.device = torch.device("cpu")
-        for m in (self.transformer, self.vae, self.text_encoder):
-            m.eval()
-        self.vae.requires_grad_(False)
-        self.text_encoder.requires_grad_(False)
         self._latents_mean = torch.tensor(vcfg.latents_mean, dtype=torch.float32).view(-1, 1, 1, 1)
         self._latents_std = torch.tensor(vcfg.latents_std, dtype=torch.float32).view(-1, 1, 1, 1)
 
@@ -100,7 +63,7 @@ class WanBackbone(Backbone):
         from diffusers import AutoencoderKLWan, WanTransformer3DModel
         from transformers import UMT5Config, UMT5EncoderModel
 
-        tokenizer = _byte_tokenizer()
+        tokenizer = byte_tokenizer()
         g = torch.random.fork_rng()
         with g:
             torch.manual_seed(seed)
@@ -138,73 +101,34 @@ class WanBackbone(Backbone):
 
     def _calibrate_latents(self, seed: int) -> None:
         """Set the tiny VAE's latents_mean/std from a few synthetic clips, as real Wan ships measured ones."""
-        from ..synthetic import MOTIONS, SynthSpec, render_clip
-        from ..video import frames_to_tensor, standardize
-
-        lats = []
-        for i, motion in enumerate(MOTIONS):
-            s = SynthSpec(motion=motion, shape="square", colour="red", texture="striped",
-                          frames=self.spec.frames, fps=self.spec.fps, seed=seed * 1000 + i)
-            frames, _ = render_clip(s)
-            frames = standardize(frames, s.fps, self.spec)
-            lats.append(self.encode_video(frames_to_tensor(frames), normalize=False))
-        z = torch.stack(lats)                                   # (n, C, F', H', W')
+        z = self._calibration_latents(seed)                     # (n, C, F', H', W')
         mean = z.mean(dim=(0, 2, 3, 4))
         std = z.std(dim=(0, 2, 3, 4)).clamp_min(1e-3)
         self._set_latents(mean.tolist(), std.tolist())
 
     @classmethod
-    def from_pretrained(cls, root: str | Path, device: str = "cpu") -> "WanBackbone":
+    def _classes(cls):
         from diffusers import AutoencoderKLWan, WanTransformer3DModel
-        from transformers import AutoTokenizer, UMT5EncoderModel
+        from transformers import UMT5EncoderModel
 
-        _quiet_hf()
-        root = Path(root)
-        parts = load_components(root, {
-            "transformer": WanTransformer3DModel.from_pretrained, "vae": AutoencoderKLWan.from_pretrained,
-            "text_encoder": UMT5EncoderModel.from_pretrained, "tokenizer": AutoTokenizer.from_pretrained})
-        sched_path = root / "scheduler" / "scheduler_config.json"
-        scheduler = json.loads(sched_path.read_text()) if sched_path.is_file() else {}
-        extra_path = root / MOTIVE_CONFIG
-        extra = json.loads(extra_path.read_text()) if extra_path.is_file() else {}
-        spec = VideoSpec.from_dict(extra["spec"]) if "spec" in extra else PAPER_SPEC
-        text_len = int(extra.get("text_max_length", PAPER_TEXT_LEN))
-        backbone = cls(parts["transformer"], parts["vae"], parts["text_encoder"], parts["tokenizer"], scheduler,
-                       spec, text_len, source=str(root.resolve()))
-        return backbone.to(device)
+        return {"transformer": ("diffusers", WanTransformer3DModel), "vae": ("diffusers", AutoencoderKLWan),
+                "text_encoder": ("transformers", UMT5EncoderModel)}
 
-    def save_pretrained(self, out_dir: str | Path) -> Path:
-        _quiet_hf()
-        index = {"_class_name": "WanPipeline", "_diffusers_version": _diffusers_version(),
-                 "transformer": ["diffusers", "WanTransformer3DModel"], "vae": ["diffusers", "AutoencoderKLWan"],
-                 "text_encoder": ["transformers", "UMT5EncoderModel"],
-                 "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
-                 "scheduler": ["diffusers", self.scheduler_config.get("_class_name", "FlowMatchEulerDiscreteScheduler")]}
-        parts = {"transformer": self.transformer, "vae": self.vae, "text_encoder": self.text_encoder,
-                 "tokenizer": self.tokenizer}
-        return save_components(Path(out_dir), parts, self.scheduler_config, index,
-                               (MOTIVE_CONFIG, {"spec": self.spec.to_dict(), "text_max_length": self.text_max_length}))
+    @classmethod
+    def _defaults(cls, parts, scheduler):
+        return (scheduler if scheduler is not None else {}), PAPER_SPEC, PAPER_TEXT_LEN
 
     # ----- the interface ------------------------------------------------------------------------------------
-    def to(self, device: str | torch.device) -> "WanBackbone":
-        self.device = torch.device(device)
-        for m in (self.transformer, self.vae, self.text_encoder):
-            m.to(self.device)
+    def _moved(self) -> None:
         self._latents_mean = self._latents_mean.to(self.device)
         self._latents_std = self._latents_std.to(self.device)
-        self._text_cache.clear()
-        return self
 
     @torch.no_grad()
     def encode_video(self, frames: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        x = frames.to(self.device, torch.float32).permute(1, 0, 2, 3)[None] * 2 - 1   # (1, 3, T, H, W) in [-1, 1]
-        z = self.vae.encode(x).latent_dist.mode()[0]                                    # (C, F', H', W')
+        z = self._vae_mode(frames)                                                      # (C, F', H', W')
         if normalize:
             z = (z - self._latents_mean) / self._latents_std
         return z
-
-    def encode_text(self, caption: str) -> torch.Tensor:
-        return self._cached_text(caption, self._encode_text)
 
     @torch.no_grad()
     def _encode_text(self, caption: str) -> torch.Tensor:
@@ -213,11 +137,6 @@ class WanBackbone(Backbone):
         ids, mask = enc.input_ids.to(self.device), enc.attention_mask.to(self.device)
         emb = self.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state[0]   # (L, text_dim)
         return emb * mask[0, :, None].to(emb.dtype)   # as WanPipeline: real tokens kept, padding zeroed
-
-    def latent_shape(self) -> tuple[int, int, int, int]:
-        s = self.spec
-        return (self.z_dim, 1 + (s.frames - 1) // self.temporal_factor, s.height // self.spatial_factor,
-                s.width // self.spatial_factor)
 
     def sigma(self, timestep):
         """Flow-matching sigma for a training timestep index (int or tensor), with the scheduler's shift."""
@@ -237,8 +156,3 @@ class WanBackbone(Backbone):
         """z_t: (B, C, F', H', W'), model_t: (B,), text: (B, L, D) -> (B, C, F', H', W')."""
         return self.transformer(z_t, model_t, text, return_dict=False)[0]
 
-
-def _diffusers_version() -> str:
-    import diffusers
-
-    return diffusers.__version__
