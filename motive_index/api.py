@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -514,10 +514,21 @@ class MotiveIndex:
 
         return fingerprint_id(self.store.fingerprint)
 
+    @contextmanager
+    def _reading(self):
+        """One lookup of each table's newest version for a block of reads (a query's), not one per read: on
+        object storage each is a request or two (``ClipStore.reading``)."""
+        with ExitStack() as stack:
+            stack.enter_context(self.store.tombstones.reading())
+            for ch in self.channels:
+                stack.enter_context(ch.store.reading())
+            yield
+
     def search(self, vector: np.ndarray, k: int = 10, negative: bool = False) -> list[Hit]:
         from .attribution import rank
 
-        return self._calibrate(rank(self._ensure_index(), self.store, vector, k=k, negative=negative))
+        with self._reading():
+            return self._calibrate(rank(self._ensure_index(), self.store, vector, k=k, negative=negative))
 
     def lookup(self, vector, fingerprint: str, k: int = 10, negative: bool = False) -> list[Hit]:
         """:meth:`search` for a vector embedded elsewhere (another process or machine, :meth:`embed`): it must
@@ -540,9 +551,10 @@ class MotiveIndex:
 
     def clip(self, clip_id: str) -> dict[str, Any] | None:
         """A stored clip's row (clip_id, path, caption, metadata), or None if it is not stored or was removed."""
-        if clip_id in self.store.tombstones.ids():
-            return None
-        return self.store.rows([clip_id]).get(clip_id)
+        with self._reading():
+            if clip_id in self.store.tombstones.ids():
+                return None
+            return self.store.rows([clip_id]).get(clip_id)
 
     def query(self, video: str | Path, prompt: str = "", k: int = 10, negative: bool = False,
               start_sec: float | None = None, end_sec: float | None = None, motion: str | None = None,
@@ -570,46 +582,48 @@ class MotiveIndex:
         read = engine.read(str(video), start_sec, end_sec)
         vec, prep = engine.embed(str(video), prompt, start_sec, end_sec, name=str(video), read=read)
         t2 = time.perf_counter()
-        hits = self.search(vec, k=k, negative=negative)
-        t3 = time.perf_counter()
-        timings = {"load_model": t1 - t0, **prep.timings, "search": t3 - t2}
-        static = bool(prep.metadata.get("static", False))
-        warnings = list(prep.metadata.get("warnings", []))  # e.g. a partly decodable file
-        if static:
-            warnings.append("the query shows no motion the mask can see (static): its influence uses a uniform "
-                            "mask (the ordinary loss), and motion similarity can only match other still clips")
-        similar_hits: list[Hit] = []
-        combined_hits: list[Hit] = []
-        if self._featurizer is not None and (n_similar or combined):
-            from .attribution import rank, rerank_by_influence
+        with self._reading():  # one consistent look at the stores for all of the query's searches
+            hits = self.search(vec, k=k, negative=negative)
+            t3 = time.perf_counter()
+            timings = {"load_model": t1 - t0, **prep.timings, "search": t3 - t2}
+            static = bool(prep.metadata.get("static", False))
+            warnings = list(prep.metadata.get("warnings", []))  # e.g. a partly decodable file
+            if static:
+                warnings.append("the query shows no motion the mask can see (static): its influence uses a uniform "
+                                "mask (the ordinary loss), and motion similarity can only match other still clips")
+            similar_hits: list[Hit] = []
+            combined_hits: list[Hit] = []
+            if self._featurizer is not None and (n_similar or combined):
+                from .attribution import rank, rerank_by_influence
 
-            desc = self._featurizer.describe(read.video.frames, read.mask)
-            t4 = time.perf_counter()
-            findex = self._ensure_index("motion")
+                desc = self._featurizer.describe(read.video.frames, read.mask)
+                t4 = time.perf_counter()
+                findex = self._ensure_index("motion")
 
-            def similar_to(n: int) -> list[Hit]:
-                found = self._calibrate(rank(findex, self.features_store, desc, k=n, kind="similarity",
-                                             rows_from=self.store), "motion")
-                # a still query's descriptor is orthogonal to every moving clip's: score 0 is no match at all
-                return [h for h in found if h.score > 1e-6] if static else found
+                def similar_to(n: int) -> list[Hit]:
+                    found = self._calibrate(rank(findex, self.features_store, desc, k=n, kind="similarity",
+                                                 rows_from=self.store), "motion")
+                    # a still query's descriptor is orthogonal to every moving clip's: score 0 is no match at all
+                    return [h for h in found if h.score > 1e-6] if static else found
 
-            if n_similar:
-                similar_hits = similar_to(n_similar)
-            if combined:
-                cands = similar_to(3 * k)
-                infl = {cid: float(v @ vec) for cid, v in self.store.get_vectors([h.clip_id for h in cands]).items()}
-                by_id = {h.clip_id: h for h in cands}
-                for cid, score, sim in rerank_by_influence([(h.clip_id, h.score) for h in cands], infl, k):
-                    h = by_id[cid]
-                    combined_hits.append(Hit(clip_id=cid, score=score, rank=len(combined_hits) + 1, path=h.path,
-                                             caption=h.caption, metadata=h.metadata, kind="combined",
-                                             similarity=sim))
-                self._calibrate(combined_hits)  # their score is the influence
-            timings.update(features=t4 - t3, similarity_search=time.perf_counter() - t4)
-        timings["total"] = time.perf_counter() - t0
-        query = {"video": str(video), "prompt": prompt, "k": k, "negative": negative, "static": static,
-                 "warnings": warnings}
-        return QueryResult(hits=hits, timings=timings, query=query, similar=similar_hits, combined=combined_hits)
+                if n_similar:
+                    similar_hits = similar_to(n_similar)
+                if combined:
+                    cands = similar_to(3 * k)
+                    stored = self.store.get_vectors([h.clip_id for h in cands])
+                    infl = {cid: float(v @ vec) for cid, v in stored.items()}
+                    by_id = {h.clip_id: h for h in cands}
+                    for cid, score, sim in rerank_by_influence([(h.clip_id, h.score) for h in cands], infl, k):
+                        h = by_id[cid]
+                        combined_hits.append(Hit(clip_id=cid, score=score, rank=len(combined_hits) + 1, path=h.path,
+                                                 caption=h.caption, metadata=h.metadata, kind="combined",
+                                                 similarity=sim))
+                    self._calibrate(combined_hits)  # their score is the influence
+                timings.update(features=t4 - t3, similarity_search=time.perf_counter() - t4)
+            timings["total"] = time.perf_counter() - t0
+            query = {"video": str(video), "prompt": prompt, "k": k, "negative": negative, "static": static,
+                     "warnings": warnings}
+            return QueryResult(hits=hits, timings=timings, query=query, similar=similar_hits, combined=combined_hits)
 
 
     def curate(self, queries: str | Path | list, keep: float = 0.1, percentile: float = 90.0, by: str = "influence",

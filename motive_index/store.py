@@ -38,6 +38,7 @@ import os
 import threading
 import uuid
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -219,6 +220,44 @@ def _table_names(db) -> list[str]:
 # tombstones
 
 
+class _Reading(threading.local):
+    depth = 0       # nested reading() blocks of this thread
+    looked = False  # whether this thread's outermost block has looked up the newest version yet
+
+
+class _Pinned:
+    """``with x.reading():`` the reads of this thread in the block look up the table's newest version once, at
+    the first, instead of each read doing so (on object storage each lookup is a request or two). Another
+    thread's reads and every write still look it up themselves; the block only skips lookups it already did."""
+
+    def _reading_state(self) -> _Reading:
+        state = self.__dict__.get("_reading")
+        if state is None:
+            state = self.__dict__["_reading"] = _Reading()
+        return state
+
+    @contextmanager
+    def reading(self):
+        state = self._reading_state()
+        if state.depth == 0:
+            state.looked = False
+        state.depth += 1
+        try:
+            yield self
+        finally:
+            state.depth -= 1
+
+    def _look_up(self, force: bool) -> bool:
+        """Whether to look up the newest version now (always outside a reading block, and when forced)."""
+        state = self._reading_state()
+        if force or state.depth == 0:
+            return True
+        if state.looked:
+            return False
+        state.looked = True
+        return True
+
+
 def _open_or_create(db, name: str, schema: pa.Schema):
     """Table ``name`` of ``db``, created empty with ``schema`` if absent (another process may create it first)."""
     try:
@@ -232,7 +271,7 @@ def _open_or_create(db, name: str, schema: pa.Schema):
             return db.open_table(name)
 
 
-class Tombstones:
+class Tombstones(_Pinned):
     """The removed clip ids of an index: one ``removed`` row per clip, written once, never deleted.
 
     Held in memory and re-read only when the table's version moves (checking costs ~0.3 ms), so every search
@@ -254,11 +293,13 @@ class Tombstones:
             self._table = _open_or_create(self._db, REMOVED_TABLE, REMOVED_SCHEMA)
         return self._table
 
-    def ids(self) -> frozenset[str]:
-        """Every removed clip id, as of now."""
+    def ids(self, force: bool = False) -> frozenset[str]:
+        """Every removed clip id, as of now (as of the block's start in a :meth:`reading` block, unless
+        ``force``: writes force)."""
         with self._lock:
             table = self._handle()
-            table.checkout_latest()
+            if self._look_up(force) or self._version is None:
+                table.checkout_latest()
             version = int(table.version)
             if version != self._version:
                 ids = set(table.search().select(["clip_id"]).limit(None).to_arrow().column("clip_id").to_pylist())
@@ -281,7 +322,7 @@ class Tombstones:
 
         Appends never conflict, so this needs no write lock: a removal is visible to every reader at once even
         while another process holds the lock."""
-        ids = [c for c in dict.fromkeys(clip_ids) if c not in self.ids()]
+        ids = [c for c in dict.fromkeys(clip_ids) if c not in self.ids(force=True)]
         if ids:
             with self._lock:
                 self._handle().add(pa.table({
@@ -305,7 +346,7 @@ class Tombstones:
 # the store
 
 
-class ClipStore:
+class ClipStore(_Pinned):
     """Clip vectors, metadata and the fingerprint in a LanceDB database under ``index_dir``.
 
     Use :meth:`create` (or continue) and :meth:`open`; the constructor is internal.
@@ -438,9 +479,11 @@ class ClipStore:
 
     # ---- internals ------------------------------------------------------------------------------------------
 
-    def _refresh(self) -> None:
-        """Move the table handle to the newest committed version (another process may have written)."""
-        self._clips.checkout_latest()
+    def _refresh(self, force: bool = False) -> None:
+        """Move the table handle to the newest committed version (another process may have written); in a
+        :meth:`reading` block only at its first read (``force``: always; every write forces)."""
+        if self._look_up(force):
+            self._clips.checkout_latest()
 
     def _ensure_failures_table(self):
         """The append-only ``failures`` table, created on first use, at its newest version."""
@@ -521,8 +564,8 @@ class ClipStore:
         if not unique:
             return 0
         with self.write_lock.hold("add"), self._lock:  # no other writer between the check and the insert
-            self._refresh()  # merge_insert matches against the handle's version: it must be the newest
-            removed = self.tombstones.ids()
+            self._refresh(force=True)  # merge_insert matches against the handle's version: it must be the newest
+            removed = self.tombstones.ids(force=True)
             stored = self.has([r[0] for r in unique if r[0] not in removed])
             new = [r for r in unique if r[0] not in stored and r[0] not in removed]
             if not new:
@@ -577,6 +620,7 @@ class ClipStore:
         if not ids:
             return 0
         with self.write_lock.hold("remove"), self._lock:
+            self._refresh(force=True)
             present = self.has(ids)
             for chunk in _chunks(sorted(present), _IN_CHUNK):
                 self._clips.delete(_in_filter("clip_id", chunk))
@@ -592,10 +636,10 @@ class ClipStore:
         and its delete, or an insert that raced it) and second copies of a clip (a writer that did not hold
         the lock). Under the write lock; returns ``{"removed": rows deleted, "duplicates": rows deleted}``."""
         with self.write_lock.hold("repair"), self._lock:
-            self._refresh()
+            self._refresh(force=True)
             t = self._clips.search().with_row_id(True).select(["clip_id"]).limit(None).to_arrow()
             ids, rowids = t.column("clip_id").to_pylist(), t.column("_rowid").to_pylist()
-            removed = self.tombstones.ids()
+            removed = self.tombstones.ids(force=True)
             seen: set[str] = set()
             dup_rows: list[int] = []
             for cid, rid in zip(ids, rowids):
@@ -614,7 +658,7 @@ class ClipStore:
         """Merge the small fragments that one-clip-at-a-time writes leave (scans stay fast); old versions
         older than LanceDB's default (7 days) are cleaned up on the way."""
         with self.write_lock.hold("compact"), self._lock:
-            self._refresh()
+            self._refresh(force=True)
             self._clips.optimize()
 
     def purge(self) -> dict[str, int]:

@@ -222,3 +222,23 @@ def test_not_a_motive_index_table(tmp_path):
     lancedb.connect(str(tmp_path / "lancedb")).create_table("clips", schema=pa.schema([("clip_id", pa.string())]))
     with pytest.raises(MotiveIndexError, match="fingerprint"):
         ClipStore.open(tmp_path)
+
+
+def test_a_reading_block_looks_up_the_newest_version_once_but_writes_always_do(tmp_path, monkeypatch):
+    store = ClipStore.create(tmp_path, FP, DIM)
+    other = ClipStore.open(tmp_path)  # another process's handle on the same store
+    store.add([_rec("a", 1)])
+    lookups = []
+    real = type(store._clips).checkout_latest
+    monkeypatch.setattr(type(store._clips), "checkout_latest", lambda t: (lookups.append(t), real(t))[1])
+    with store.reading(), store.tombstones.reading():
+        assert store.ids() == ["a"] and len(store) == 1 and store.rows(["a"])["a"]["clip_id"] == "a"
+        assert store.tombstones.ids() == frozenset() and store.has(["a"]) == {"a"}
+        assert len(lookups) == 2  # one for the clips, one for the tombstones: not one per read
+        other.add([_rec("b", 2)])
+        other.remove(["a"])
+        assert store.ids() == ["a"]  # the block reads what it first saw
+        # a write in the block looks again: it sees b (stored once) and refuses the removed a
+        assert store.add([_rec("b", 2), _rec("a", 1)]) == 0
+    assert store.ids() == ["b"] and "a" in store.tombstones.ids()  # after the block: the newest again
+    assert sorted(ClipStore.open(tmp_path).ids()) == ["b"]
