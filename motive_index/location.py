@@ -80,6 +80,9 @@ class Location:
             return index
         if is_uri(os.fspath(index)):
             return cls(os.fspath(index), storage_options)
+        if any(os.fspath(index).startswith(f"{scheme}:/") for scheme in SCHEMES):
+            raise ValueError(f"index {os.fspath(index)!r} looks like a URI that went through pathlib.Path (which "
+                             f"folds '//' into '/'): pass it as a string, e.g. 's3://bucket/prefix'")
         if storage_options:
             raise ValueError("storage_options are for an index on object storage (s3://...), not a local folder")
         return cls(os.fspath(Path(index)))

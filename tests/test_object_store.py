@@ -257,3 +257,22 @@ def test_a_paused_writer_that_lost_its_lease_commits_nothing(s3):
         p.kill()
         p.wait()
     assert "late" not in ClipStore.open(uri).ids()
+
+
+def test_locations_parse_and_refuse_what_they_cannot_hold(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.setenv("MOTIVE_INDEX_CACHE", str(tmp_path / "cache"))
+    local = Location.of(tmp_path / "idx")
+    assert not local.remote and local.local == tmp_path / "idx"
+    a = Location.of("s3://bucket/indexes/idx/", {"aws_endpoint": "http://a:9000"})
+    b = Location.of("s3://bucket/indexes/idx", {"aws_endpoint": "http://b:9000"})
+    assert a.remote and a.uri == "s3://bucket/indexes/idx" and a.local.is_relative_to(tmp_path / "cache")
+    assert a.local != b.local  # the same URI on two servers: two caches
+    assert a.child("motion").local == a.local / "motion" and a.child("motion").uri.endswith("/idx/motion")
+    for bad, why in (("gs://bucket/idx", "not supported"), ("s3://bucket", "prefix inside the bucket"),
+                     (Path("s3://bucket/idx"), "went through pathlib.Path")):
+        with pytest.raises(ValueError, match=why):
+            Location.of(bad)
+    with pytest.raises(ValueError, match="storage_options"):
+        Location.of(tmp_path / "idx", {"aws_region": "x"})
