@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -121,6 +121,8 @@ class ReadStep:
                 t0 = time.perf_counter()
                 desc = self.featurizer.describe(r.video.frames, r.mask)
                 r.timings["features"] = time.perf_counter() - t0
+            if r.video.between is not None:  # the source frames flow ran through: the model's half needs none
+                r = r._replace(video=replace(r.video, between=None), mask=replace(r.mask, between=None))
             return r, desc
         except MotiveIndexError as e:
             return ClipRecord(c, error=str(e))

@@ -93,3 +93,18 @@ def test_flow_fields_checks_the_frames_between():
     frames = np.zeros((3, 16, 16, 3), np.uint8)
     with pytest.raises(ValueError, match="between"):
         flow_fields(frames, between=(np.zeros((0, 16, 16, 3), np.uint8),))
+
+
+def test_the_build_step_keeps_no_frames_between_once_the_mask_and_descriptor_are_made(tmp_path):
+    from motive_index.features import FeatureConfig, MotionFeaturizer
+    from motive_index.pipeline import INFLUENCE, MOTION, ReadStep, Work
+    from motive_index.types import Clip
+
+    path, _, _ = _pan(tmp_path, 8.0)
+    vs, mask = VideoSpec(), MaskConfig()
+    step = ReadStep(ClipReader(vs, mask), MotionFeaturizer(FeatureConfig(), mask, vs))
+    read, desc = step(Work(Clip("pan", str(path)), frozenset({INFLUENCE, MOTION})))
+    assert read.video.between is None and read.mask.between is None  # not carried to the model (or pickled)
+    assert desc is not None and np.isfinite(desc).all()
+    whole = ClipReader(vs, mask).read(str(path)).mask
+    np.testing.assert_array_equal(read.mask.weight, whole.weight)  # the mask was made through them all the same
