@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -207,8 +206,3 @@ class Location:
         self.local.mkdir(parents=True, exist_ok=True)
         atomic_write(marker, json.dumps({"store_id": store_id, "uri": self.uri}))
 
-
-def remove_cache(location: Location) -> None:
-    """Delete an object-storage index's local cache folder (tests, and a user who wants the space back)."""
-    if location.remote:
-        shutil.rmtree(location.local, ignore_errors=True)
