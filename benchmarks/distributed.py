@@ -469,6 +469,9 @@ def _query_times(index, query) -> dict:
     return {"open_s": open_s, "first_query_s": first, "query_p50_ms": statistics.median(warm)}
 
 
+STORE_KEYS = ("s_per_clip", "steady_s_per_clip", "store_s_per_clip", "open_s", "first_query_s", "query_p50_ms")
+
+
 def part_store(work: Path, manifest: Path, model_dir: Path, ids: list[str], local_vecs, args) -> dict:
     """Part 3: the same build into a local folder and into moto's S3 server, alternating."""
     from motive_index.manifest import read_manifest
@@ -515,12 +518,10 @@ def part_store(work: Path, manifest: Path, model_dir: Path, ids: list[str], loca
     for where in ("local", "s3"):
         ok = [r for r in doc["runs"] if r["store"] == where and r["status"] == "ok"]
         doc[where] = {key: (statistics.median(r[key] for r in ok) if ok else None)
-                      for key in ("s_per_clip", "steady_s_per_clip", "store_s_per_clip", "open_s", "first_query_s",
-                                  "query_p50_ms")}
+                      for key in STORE_KEYS}
         doc[where]["runs"] = len(ok)
     doc["ratio"] = {key: (doc["s3"][key] / doc["local"][key] if doc["s3"][key] and doc["local"][key] else None)
-                    for key in ("s_per_clip", "steady_s_per_clip", "store_s_per_clip", "open_s", "first_query_s",
-                                "query_p50_ms")}
+                    for key in STORE_KEYS}
     if any(r["status"] != "ok" for r in doc["runs"]) or not doc["s3"]["runs"] or not doc["local"]["runs"]:
         doc["status"] = "error"
     return doc

@@ -114,8 +114,11 @@ class MotiveIndex:
 
         fdir = self.location.child(FEATURES_DIR)
         self.features_store = None
-        if ClipStore.exists(fdir):  # the motion channel shares the influence store's tombstones and lock
+        try:  # the motion channel shares the influence store's tombstones and lock
             self.features_store = ClipStore.open(fdir, tombstones=store.tombstones, lock=store.write_lock)
+        except IndexNotFoundError:  # an index without one
+            pass
+        if self.features_store is not None:
             legacy = self.features_store.legacy_tombstones()  # its own, from before they were shared
             if legacy is not None:
                 store.tombstones.include(legacy)
@@ -289,10 +292,7 @@ class MotiveIndex:
         from .location import Location
         from .store import ClipStore
 
-        location = Location.of(index, storage_options)
-        if not ClipStore.exists(location):
-            raise IndexNotFoundError(str(location))
-        return cls(ClipStore.open(location), device=device, model=_model_ref(model) if model is not None else None)
+        return cls(ClipStore.open(Location.of(index, storage_options)), device=device, model=_model_ref(model) if model is not None else None)
 
     def _ensure_index(self, channel: str = "influence"):
         """The channel's FAISS index, caught up with its store's newest version (never ahead of it).

@@ -85,11 +85,12 @@ def _device(ctx, param, value: str) -> str:
 def _mask_options(f):
     """--motion, --flow, --flow-model, --normalize, --flow-steps: how the motion mask is made (all part of the
     fingerprint)."""
-    from .config import FLOW_METHODS, MAX_FLOW_STEPS, MOTION_KINDS, NORMALIZATIONS
+    from .config import FLOW_METHODS, MAX_FLOW_STEPS, MOTION_KINDS, NORMALIZATIONS, MaskConfig
 
     f = click.option("--flow-steps", type=click.IntRange(1, MAX_FLOW_STEPS), default=None,
                      help="Flow between two standard frames runs through up to this many steps of source frames "
-                          "(default 4; 1: between the standard frames alone, as indexes made before it).")(f)
+                          f"(default {MaskConfig().flow_steps}; 1: between the standard frames alone, as indexes "
+                          "made before it).")(f)
     f = click.option("--normalize", type=click.Choice(NORMALIZATIONS), default=None,
                      help="minmax (the paper's, default) or percentile (robust to outlier pixels).")(f)
     f = click.option("--flow-model", default=None, type=click.Path(exists=True, dir_okay=False, resolve_path=True),

@@ -92,12 +92,6 @@ class Location:
     def __repr__(self) -> str:
         return f"Location({self.uri!r})"
 
-    def __eq__(self, other) -> bool:
-        return isinstance(other, Location) and (self.uri, self.storage_options) == (other.uri, other.storage_options)
-
-    def __hash__(self) -> int:
-        return hash(self.uri)
-
     @property
     def key(self) -> str:
         """One string per place in the world: the real path of a folder, or the endpoint and the URI."""

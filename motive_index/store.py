@@ -205,6 +205,15 @@ FAILURES_SCHEMA = pa.schema([
 ])
 
 
+def _existing_db(location: Location):
+    """The LanceDB connection of the store at ``location``, or None if it holds none (creates nothing)."""
+    if not location.has_folder(DB_DIRNAME):  # lancedb.connect would create the folder: look first
+        return None
+    _lancedb()
+    db = location.connect(DB_DIRNAME)
+    return db if CLIPS_TABLE in _table_names(db) else None
+
+
 def _table_names(db) -> list[str]:
     names: list[str] = []
     token = None
@@ -381,11 +390,7 @@ class ClipStore(_Pinned):
     def exists(index_dir: "str | os.PathLike | Location") -> bool:
         """Whether ``index_dir`` (a folder, an ``s3://`` URI or a Location) holds a store (never creates
         anything)."""
-        location = Location.of(index_dir)
-        if not location.has_folder(DB_DIRNAME):  # lancedb.connect would create the folder: look first
-            return False
-        _lancedb()
-        return CLIPS_TABLE in _table_names(location.connect(DB_DIRNAME))
+        return _existing_db(Location.of(index_dir)) is not None
 
     @classmethod
     def open(cls, index_dir: "str | os.PathLike | Location", tombstones: Tombstones | None = None,
@@ -395,9 +400,9 @@ class ClipStore(_Pinned):
         ``tombstones`` and ``lock``: another store's (the motion channel shares the influence store's);
         by default its own ``removed`` table and the lock of ``index_dir``."""
         location = Location.of(index_dir)
-        if not cls.exists(location):
+        db = _existing_db(location)
+        if db is None:
             raise IndexNotFoundError(str(location))
-        db = location.connect(DB_DIRNAME)
         try:
             clips = db.open_table(CLIPS_TABLE)
         except ValueError as e:  # removed between exists() and here

@@ -593,7 +593,8 @@ def load_video(path: str | Path, spec: VideoSpec, start_sec: float | None = None
         between = tuple(got.frames[rows[a:b]] for a, b in zip(ends[:-1], ends[1:]))
     frames = got.frames[rows[:t]] if flow_steps > 1 else got.frames
     want = np.unique(idx)  # what is reported below is about the standard frames alone
-    filled = {k: v for k, v in got.filled.items() if k in set(want.tolist())}
+    standard = set(want.tolist())
+    filled = {k: v for k, v in got.filled.items() if k in standard}
     used = {filled.get(int(k), int(k)) for k in want}  # distinct source frames in the clip
     if len(used) < min(spec.min_source_frames, len(want)):
         raise VideoError(p, f"only {len(used)} of the {len(want)} source frames the standard clip needs could be "
