@@ -319,8 +319,10 @@ def _run(executor, address, workers, gpus_per_worker) -> dict:
 def _search_text(st: dict) -> str:
     kind = st.get("kind", "?")
     text = f"{kind}"
-    if kind == "ivf":
-        text += f" (nlist {st.get('nlist')}, nprobe {st.get('nprobe')}, measured recall@10 {st.get('recall_at_10')})"
+    if kind in ("ivf", "compressed"):
+        rerank = f", exact re-rank of {st['rerank']} x k candidates" if st.get("rerank") else ""
+        text += (f" (nlist {st.get('nlist')}, nprobe {st.get('nprobe')}{rerank}, measured recall@10 "
+                 f"{st.get('recall_at_10')})")
     if st.get("fallback"):
         text += f" (fallback: {st['fallback']})"
     if st.get("p50_ms") is not None:

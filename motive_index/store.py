@@ -40,7 +40,7 @@ import uuid
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -165,6 +165,16 @@ def _in_filter(column: str, values: list[str]) -> str:
 def _chunks(xs: list, n: int) -> Iterable[list]:
     for i in range(0, len(xs), n):
         yield xs[i:i + n]
+
+
+class StoreChanges(NamedTuple):
+    """:meth:`ClipStore.changes_since`'s answer, all read from table version ``version``."""
+
+    version: int
+    count: int              # rows stored
+    ids: list[str]          # rows added at or after the time asked (a superset of the new ones)
+    vectors: np.ndarray     # (len(ids), dim) float32
+    still_stored: set[str]  # which of the ids asked about are still stored
 
 
 def _now() -> _dt.datetime:
@@ -732,6 +742,31 @@ class ClipStore(_Pinned):
             ids = [ids[i] for i in keep]
             vectors = np.ascontiguousarray(vectors[keep])
         return version, ids, vectors
+
+    def changes_since(self, since: _dt.datetime, maybe_gone: Iterable[str]) -> "StoreChanges":
+        """What an index last synced at ``since`` needs to catch up, read from one table version without
+        reading the whole snapshot: the rows whose ``added_at`` is at or after ``since`` (ids and vectors; a
+        superset of the new ones: the caller drops the ids it holds), which of ``maybe_gone`` (e.g. tombstoned
+        ids the index holds) are still stored, and the row count (the caller's check that nothing was
+        missed)."""
+        since = since.astimezone(_dt.timezone.utc) if since.tzinfo else since.replace(tzinfo=_dt.timezone.utc)
+        where = f"added_at >= arrow_cast('{since.isoformat()}', 'Timestamp(Microsecond, Some(\"UTC\"))')"
+        gone = list(dict.fromkeys(maybe_gone))
+        with self._lock:
+            self._refresh()
+            version = int(self._clips.version)
+            count = int(self._clips.count_rows())
+            t = self._scan(["clip_id", "vector"], where)
+            still: set[str] = set()
+            for chunk in _chunks(gone, _IN_CHUNK):
+                still.update(self._scan(["clip_id"], _in_filter("clip_id", chunk)).column("clip_id").to_pylist())
+        ids = t.column("clip_id").to_pylist()
+        if ids:
+            flat = t.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+            vectors = np.ascontiguousarray(flat.reshape(len(ids), self._dim), dtype=np.float32)
+        else:
+            vectors = np.zeros((0, self._dim), np.float32)
+        return StoreChanges(version, count, ids, vectors, still)
 
     def vectors(self) -> tuple[list[str], np.ndarray]:
         """All ids and their ``(N, dim)`` float32 vectors, row ``i`` belonging to ``ids[i]``."""

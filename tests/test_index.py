@@ -79,7 +79,10 @@ def test_save_load_round_trip(tmp_path):
     index = VectorIndex.build(ids, _unit(30), 7)
     index.save(tmp_path)
     meta = json.loads((tmp_path / "faiss.json").read_text())
-    assert meta["store_version"] == 7 and meta["count"] == 30 and meta["dim"] == DIM and meta["ids"] == ids
+    assert meta["store_version"] == 7 and meta["count"] == 30 and meta["dim"] == DIM and "ids" not in meta
+    import pyarrow as pa  # the ids: an Arrow IPC file beside the index, not a JSON list
+    saved = pa.ipc.open_file(pa.OSFile(str(tmp_path / "faiss.ids"))).read_all()
+    assert saved.column("clip_id").to_pylist() == ids and saved.column("label").to_pylist() == list(range(30))
     assert meta["kind"] == "flat" and meta["stats"]["kind"] == "flat"
     loaded = VectorIndex.load(tmp_path)
     assert loaded.ids == ids and loaded.store_version == 7 and len(loaded) == 30
@@ -206,7 +209,7 @@ def test_ivf_on_clustered_reaches_recall_target_and_reports_it(tmp_path, caplog)
     with caplog.at_level(logging.INFO, logger="motive_index.index"):
         index = open_index(store, tmp_path, kind="ivf", recall_target=0.95)
     st = index.stats
-    assert st["kind"] == "ivf" and index.kind == "ivf" and "fallback" not in st
+    assert st["kind"] == "ivf" and index.kind == "ivf" and st["fallback"] is None
     assert st["recall_at_10"] >= 0.95 and 1 <= st["nprobe"] <= st["nlist"]
     assert st["n"] == 3000 and st["p50_ms"] > 0 and st["build_seconds"] > 0
     assert "ivf" in caplog.text and "recall@10" in caplog.text
@@ -382,3 +385,44 @@ def test_search_while_catching_up_from_another_thread(tmp_path):
             t.join()
     assert not errors
     assert sorted(index.ids) == sorted(ids) and index.store_version == 104
+
+
+def test_catch_up_reads_only_the_changes_since_the_last_sync(tmp_path, caplog, monkeypatch):
+    store = _store(tmp_path, 300)
+    first = open_index(store, tmp_path)
+    assert first.synced_at is not None and first.opened.action == "rebuild"
+    store.add([{"clip_id": f"n{i}", "path": "", "caption": "", "metadata": {}, "vector": v}
+               for i, v in enumerate(_unit(5, seed=8))])
+    store.remove(["c1", "c2", "c3"])
+    store.tombstones.add(["c4"])  # tombstoned, row not yet deleted: held, as a snapshot read would hold it
+
+    def no_snapshot():
+        raise AssertionError("a catch-up of a synced index must not read the whole snapshot")
+
+    reopened = ClipStore.open(tmp_path)
+    monkeypatch.setattr(reopened, "snapshot", no_snapshot)
+    with caplog.at_level(logging.INFO, logger="motive_index.index"):
+        index = open_index(reopened, tmp_path)
+    assert "caught up: +5 -3" in caplog.text and "changes read" in caplog.text
+    assert index.opened.action == "catch_up" and index.opened.reason == "read the store's changes"
+    assert sorted(index.ids) == sorted(store.ids()) and "c4" in index and "c1" not in index
+    assert VectorIndex.load(tmp_path).synced_at == index.synced_at  # saved with the index
+    monkeypatch.undo()
+
+
+def test_a_change_the_change_read_cannot_see_falls_back_to_the_snapshot(tmp_path, caplog, monkeypatch):
+    """A row stamped long before the index's last sync (a writer's clock far behind) is not among the changes
+    read; the counts then do not add up, and the catch-up reads the snapshot instead of missing it."""
+    import datetime as dt
+
+    from motive_index import store as store_mod
+
+    store = _store(tmp_path, 200)
+    open_index(store, tmp_path)
+    real_now = store_mod._now
+    monkeypatch.setattr(store_mod, "_now", lambda: real_now() - dt.timedelta(hours=2))
+    store.add([{"clip_id": "late", "path": "", "caption": "", "metadata": {}, "vector": _unit(1, seed=9)[0]}])
+    monkeypatch.setattr(store_mod, "_now", real_now)
+    with caplog.at_level(logging.INFO, logger="motive_index.index"):
+        index = open_index(ClipStore.open(tmp_path), tmp_path)
+    assert "caught up: +1 -0" in caplog.text and "snapshot read" in caplog.text and "late" in index

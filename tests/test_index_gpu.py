@@ -146,7 +146,7 @@ def test_torch_backend_follows_removes_and_adds(tmp_path, caplog, kind):
     with caplog.at_level(logging.INFO, logger="motive_index.index"):
         same = open_index(store, tmp_path, kind=kind, current=index, backend="torch")
     assert same is index and "caught up: +3 -4" in caplog.text and "torch-cpu" in caplog.text
-    assert index.backend == "torch-cpu" and len(index._row_labels) == len(index) == len(store) == 1999
+    assert index.backend == "torch-cpu" and len(index._copy.row_labels) == len(index) == len(store) == 1999
     # each removed clip's own vector as the query, positive and negative, k = everything: never returned
     for negative in (False, True):
         res = index.search(vecs[[3, 10, 11, 500]], 2500, negative=negative)
@@ -215,7 +215,7 @@ def test_search_while_catching_up_on_the_torch_backend(tmp_path):
         for t in threads:
             t.join()
     assert not errors
-    assert sorted(index.ids) == sorted(ids) and sorted(index._row_labels.tolist()) == sorted(index._label_to_id)
+    assert sorted(index.ids) == sorted(ids) and sorted(index._copy.row_labels.tolist()) == sorted(index._label_to_id)
 
 
 # ---- device errors ------------------------------------------------------------------------------------------

@@ -1,0 +1,196 @@
+"""The exact float32 vectors a compressed index re-ranks with, by label, memory-mapped from disk.
+
+A compressed kind keeps only short codes in memory; its candidates are re-scored against these vectors, so the
+scores it returns are exact inner products. They are a copy of the store's vectors (derived, like the FAISS
+index), held as *segments*: each covers a contiguous range of labels (a build writes one, each catch-up that
+adds clips writes one more) and is an immutable file ``INDEX_DIR/vectors/seg-<random>.f32`` (raw little-endian
+float32, ``count x dim``), written to a temp file and renamed. A label's row is ``label - start`` of the
+segment whose range holds it; removed labels keep their rows until the next rebuild (they are never returned:
+the compressed index no longer holds them).
+
+Segment files are never rewritten, so two processes that each caught up the same saved index (and so gave the
+same new labels to different clips) never overwrite each other's rows: each writes its own segment, and the
+``faiss.json`` saved last names the segments its index uses. Files no saved index names are deleted on save
+(a process still mapping one keeps reading it: unlinking does not unmap). Until an index is saved, segments of
+an index built in memory (no folder given) stay in RAM.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .._io import _umask
+
+FOLDER = "vectors"
+#: tail segments merged into one when an index has more than this many (each catch-up that adds writes one)
+MAX_SEGMENTS = 32
+#: rows written to a segment file per write (a memory-mapped source is never read whole)
+WRITE_CHUNK = 65536
+#: an unused segment file is deleted only once this old (another process may have written it for an index it is
+#: about to save)
+UNUSED_GRACE_S = 3600.0
+
+
+@dataclass
+class _Segment:
+    start: int            # first label
+    count: int            # rows
+    array: np.ndarray     # (count, dim) float32: a memmap of ``name``, or in RAM (name None)
+    name: str | None = None
+
+
+def _write_rows(path: Path, chunks) -> int:
+    """Write float32 row chunks to ``path`` via a synced temp file and rename; returns rows written."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    rows = 0
+    with open(tmp, "wb") as f:
+        os.fchmod(f.fileno(), 0o666 & ~_umask())
+        for c in chunks:
+            c = np.ascontiguousarray(c, dtype="<f4")
+            f.write(memoryview(c).cast("B"))
+            rows += len(c)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return rows
+
+
+class FloatCopy:
+    """float32 vectors by label: :meth:`rows` gathers them, :meth:`append` adds a segment of new labels."""
+
+    def __init__(self, dim: int, folder: str | os.PathLike | None = None):
+        self.dim = int(dim)
+        self.folder = Path(folder) / FOLDER if folder is not None else None
+        self._segments: list[_Segment] = []
+        self._starts = np.zeros(0, np.int64)
+
+    # ---- writing ----------------------------------------------------------------------------------------
+
+    def append(self, start: int, vectors) -> None:
+        """Add rows for labels ``start .. start + len - 1`` (after every label held so far). ``vectors`` is an
+        ``(n, dim)`` array or an iterable of such chunks (streamed to the file when the copy has a folder)."""
+        if self._segments and start < self._segments[-1].start + self._segments[-1].count:
+            raise ValueError(f"labels from {start} overlap the copy's (up to "
+                             f"{self._segments[-1].start + self._segments[-1].count - 1})")
+        if isinstance(vectors, np.ndarray):
+            vectors = vectors.reshape(-1, self.dim)
+            chunks = (vectors[a:a + WRITE_CHUNK] for a in range(0, len(vectors), WRITE_CHUNK))
+        else:
+            chunks = vectors
+        if self.folder is None:
+            array = (np.array(vectors, np.float32) if isinstance(vectors, np.ndarray)
+                     else np.concatenate([np.asarray(c, np.float32).reshape(-1, self.dim) for c in chunks]))
+            seg = _Segment(int(start), len(array), array)
+        else:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            name = f"seg-{secrets.token_hex(8)}.f32"
+            count = _write_rows(self.folder / name, chunks)
+            seg = _Segment(int(start), count, self._map(self.folder / name, count), name)
+        if seg.count:
+            self._segments.append(seg)
+            self._starts = np.array([s.start for s in self._segments], np.int64)
+        self._merge_tail()
+
+    def _map(self, path: Path, count: int) -> np.ndarray:
+        if count == 0:
+            return np.zeros((0, self.dim), np.float32)
+        return np.memmap(path, dtype="<f4", mode="r", shape=(count, self.dim))
+
+    def _merge_tail(self) -> None:
+        """Keep at most :data:`MAX_SEGMENTS`: merge every segment after the first into one (small: catch-ups)."""
+        if len(self._segments) <= MAX_SEGMENTS:
+            return
+        head, tail = self._segments[0], self._segments[1:]
+        start, end = tail[0].start, tail[-1].start + tail[-1].count
+        merged = np.zeros((end - start, self.dim), np.float32)
+        for s in tail:
+            merged[s.start - start:s.start - start + s.count] = s.array
+        self._segments = [head]
+        self._starts = self._starts[:1]
+        self.append(start, merged)
+
+    def save_to(self, index_dir: str | os.PathLike) -> list[dict]:
+        """Make every segment a file under ``index_dir`` (written now if held in RAM or in another folder);
+        returns the segment list for ``faiss.json``."""
+        folder = Path(index_dir) / FOLDER
+        folder.mkdir(parents=True, exist_ok=True)
+        moved = self.folder != folder
+        for s in self._segments:
+            # held in RAM, in another folder, or deleted by another process's save (still mapped here): write it
+            if moved or s.name is None or not (folder / s.name).exists():
+                name = f"seg-{secrets.token_hex(8)}.f32"
+                _write_rows(folder / name, [s.array])
+                s.array, s.name = self._map(folder / name, s.count), name
+        self.folder = folder
+        return self.to_meta()
+
+    def to_meta(self) -> list[dict]:
+        return [{"name": s.name, "start": s.start, "count": s.count} for s in self._segments]
+
+    def remove_unused(self, grace_s: float | None = None) -> int:
+        """Delete segment files in the folder that this copy does not use (after its index was saved) and
+        that are older than ``grace_s`` (default :data:`UNUSED_GRACE_S`)."""
+        if self.folder is None or not self.folder.is_dir():
+            return 0
+        used = {s.name for s in self._segments}
+        cutoff = time.time() - (UNUSED_GRACE_S if grace_s is None else grace_s)
+        gone = 0
+        for p in self.folder.iterdir():
+            if p.name.startswith("seg-") and p.name.endswith(".f32") and p.name not in used:
+                try:
+                    if p.stat().st_mtime > cutoff:
+                        continue
+                    p.unlink()
+                    gone += 1
+                except OSError:
+                    pass
+        return gone
+
+    @classmethod
+    def load(cls, index_dir: str | os.PathLike, dim: int, meta: list[dict]) -> "FloatCopy":
+        """Map the segments ``meta`` names (``ValueError`` if one is missing or has the wrong size)."""
+        copy = cls(dim, index_dir)
+        for m in meta:
+            path = copy.folder / str(m["name"])
+            count = int(m["count"])
+            size = path.stat().st_size if path.exists() else None
+            if size != count * copy.dim * 4:
+                raise ValueError(f"{str(path)!r}: {size} bytes, expected {count} x {dim} float32")
+            copy._segments.append(_Segment(int(m["start"]), count, copy._map(path, count), str(m["name"])))
+        copy._starts = np.array([s.start for s in copy._segments], np.int64)
+        return copy
+
+    # ---- reading ----------------------------------------------------------------------------------------
+
+    def rows(self, labels: np.ndarray) -> np.ndarray:
+        """``(len(labels), dim)`` float32: the vector of each label (every label must be held)."""
+        labels = np.asarray(labels, np.int64).reshape(-1)
+        out = np.empty((len(labels), self.dim), np.float32)
+        if not len(labels):
+            return out
+        seg = np.searchsorted(self._starts, labels, side="right") - 1  # (n,)
+        for si in np.unique(seg):
+            if si < 0:
+                raise KeyError(f"label {int(labels[seg == si][0])} is not in the float copy")
+            s = self._segments[si]
+            pick = seg == si
+            rows = labels[pick] - s.start
+            if rows.max() >= s.count:
+                raise KeyError(f"label {int(labels[pick][rows.argmax()])} is not in the float copy")
+            out[pick] = s.array[rows]
+        return out
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of vectors held (on disk, mapped; or in RAM before the first save)."""
+        return sum(s.count for s in self._segments) * self.dim * 4
+
+    @property
+    def in_ram(self) -> bool:
+        return any(s.name is None for s in self._segments)

@@ -1,0 +1,518 @@
+"""VectorIndex: inner-product search over a store's vectors, with int64 labels mapped to clip ids.
+
+Every vector has an int64 label (``clip_id <-> label`` kept here), so a catch-up removes by label and adds with
+new labels (never reused). Saved as ``INDEX_DIR/faiss.index`` (the FAISS serialization), ``INDEX_DIR/faiss.ids``
+(an Arrow IPC file: ``label`` int64, ``clip_id`` string), for ``compressed`` the float copy's segments
+(``vectors/``), and ``INDEX_DIR/faiss.json`` (format, store version, the :class:`~.record.BuildRecord`, sizes
+and CRC-32s of the other files), each written to a temp file and moved into place with ``os.replace``, the
+JSON last, so a reader never pairs a new JSON with old files.
+
+Thread safety: :meth:`VectorIndex.search` may run in several threads while another thread runs
+:meth:`VectorIndex.catch_up` on the same object (a readers-writer lock: searches share, a catch-up is alone).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import zlib
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from .._io import atomic_write
+from .backends import DeviceCopy, FaissGpuCopy, TorchCopy, _faiss, resolve_backend
+from .floatcopy import FloatCopy
+from .kinds import (IVF_MIN_N, KIND_COMPRESSED, KIND_FLAT, KIND_IVF, RECALL_K, CompressedKind, FlatKind,
+                    IvfKind, Kind, build_ivf_index, choose_kind, rescore, tune)
+from .record import BuildRecord
+
+INDEX_FILE = "faiss.index"
+IDS_FILE = "faiss.ids"
+META_FILE = "faiss.json"
+FORMAT = 3
+LATENCY_QUERIES = 20             # single queries timed for the record's p50_ms (fewer once 1 s is spent)
+_IDS_SCHEMA = pa.schema([("label", pa.int64()), ("clip_id", pa.string())])
+
+log = logging.getLogger("motive_index.index")
+
+
+class _RWLock:
+    """Many readers or one writer (writers wait for readers to leave; new readers wait for a waiting writer)."""
+
+    def __init__(self):
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    def acquire_read(self):
+        with self._cond:
+            while self._writer or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+
+    def release_read(self):
+        with self._cond:
+            self._readers -= 1
+            if self._readers == 0:
+                self._cond.notify_all()
+
+    def acquire_write(self):
+        with self._cond:
+            self._writers_waiting += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._writers_waiting -= 1
+            self._writer = True
+
+    def release_write(self):
+        with self._cond:
+            self._writer = False
+            self._cond.notify_all()
+
+
+#: vectors checked for NaN / inf per block (a memory-mapped source is never read whole)
+CHECK_BLOCK = 1 << 20
+
+
+def _as_matrix(vectors, n_ids: int) -> np.ndarray:
+    """``vectors`` as ``(N, dim)`` C-contiguous float32, checked finite; not copied when it already is one (a
+    memory map stays one)."""
+    vectors = vectors if isinstance(vectors, np.ndarray) else np.asarray(vectors)
+    if vectors.ndim != 2 or vectors.shape[1] < 1:
+        raise ValueError(f"vectors shape {vectors.shape} is invalid: (N, dim) with dim >= 1")
+    if vectors.shape[0] != n_ids:
+        raise ValueError(f"{vectors.shape[0]} vectors but {n_ids} ids")
+    if vectors.dtype != np.float32 or not vectors.flags.c_contiguous:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)  # (N, dim)
+    for a in range(0, len(vectors), CHECK_BLOCK):
+        if not np.isfinite(vectors[a:a + CHECK_BLOCK]).all():
+            raise ValueError("vectors contain NaN or inf")
+    return vectors
+
+
+def _ids_blob(labels: list[int], ids: list[str]) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, _IDS_SCHEMA) as w:
+        w.write_table(pa.table({"label": pa.array(labels, pa.int64()), "clip_id": pa.array(ids, pa.string())},
+                               schema=_IDS_SCHEMA))
+    return sink.getvalue().to_pybytes()
+
+
+def _read_checked(path: Path, size, crc) -> bytes:
+    data = path.read_bytes()
+    if len(data) != size:
+        raise ValueError(f"{str(path)!r} has {len(data)} bytes, {META_FILE} expects {size}")
+    if zlib.crc32(data) != crc:
+        raise ValueError(f"{str(path)!r}: checksum does not match {META_FILE}")
+    return data
+
+
+class VectorIndex:
+    """Inner-product search over a store's vectors, with int64 labels mapped to clip ids.
+
+    ``store_version`` is the store version the vectors came from. Build with :meth:`build`, persist with
+    :meth:`save` / :meth:`load`, bring up to date with :meth:`catch_up`, or get a current one from
+    :func:`~.opening.open_index`. :attr:`record` is what the build made and measured (frozen); :attr:`stats`
+    a display dict of it with the live state (n, changes since the build, the backend and device that answer).
+    Searches run on the CPU index until :meth:`use_device` moves them to a GPU (or to torch).
+    """
+
+    def __init__(self, kind: Kind, labels: Sequence[int], ids: Sequence[str], store_version: int,
+                 record: BuildRecord, next_label: int | None = None, changes_since_build: int = 0):
+        if kind.ntotal != len(ids) or len(ids) != len(labels):
+            raise ValueError(f"index has {kind.ntotal} vectors but {len(ids)} ids and {len(labels)} labels")
+        self._kind = kind
+        self._label_to_id: dict[int, str] = {int(lb): c for lb, c in zip(labels, ids)}
+        self._id_to_label: dict[str, int] = {c: int(lb) for lb, c in zip(labels, ids)}
+        if len(self._label_to_id) != len(ids) or len(self._id_to_label) != len(ids):
+            raise ValueError("duplicate ids or labels")
+        self._next_label = int(next_label if next_label is not None
+                               else (max(self._label_to_id) + 1 if self._label_to_id else 0))
+        self.store_version = int(store_version)
+        self.record = record
+        self.changes_since_build = int(changes_since_build)
+        self._lock = _RWLock()
+        self._copy: DeviceCopy | None = None  # the search copy on a device, derived from the CPU index
+        self._held_cache: tuple | None = None  # count_held's last answer
+        #: how :func:`~.opening.open_index` got this index (``load``, ``catch_up`` or ``rebuild``, and why)
+        self.opened = None
+        #: wall time (epoch seconds) just before the store was last read in full or for its changes (None:
+        #: never read from a store): a catch-up reads only the rows added since (less a margin)
+        self.synced_at: float | None = None
+        self.unsaved_changes = 0             # adds + removes since the last save or load
+        self.saved_at: float | None = None   # wall time of the last save or load
+
+    # ---- construction ---------------------------------------------------------------------------------------
+
+    @classmethod
+    def build(cls, ids: Sequence[str], vectors: np.ndarray, store_version: int, *, kind: str = "auto",
+              recall_target: float = 0.95, seed: int = 0, folder: str | os.PathLike | None = None
+              ) -> "VectorIndex":
+        """Index ``vectors`` (``(N, dim)``, row ``i`` for ``ids[i]``) as read at ``store_version``.
+
+        ``kind``: ``flat``, ``ivf``, ``compressed`` or ``auto`` (:func:`~.kinds.choose_kind`); an ``ivf`` or
+        ``compressed`` index that cannot reach ``recall_target`` (recall@10 on the vectors themselves) falls
+        back to ``flat``. ``folder``: where a ``compressed`` index writes its float copy now (default: held in
+        RAM until :meth:`save`).
+        """
+        t0 = time.perf_counter()
+        ids = list(ids)
+        if len(set(ids)) != len(ids):
+            raise ValueError("duplicate ids")
+        vectors = _as_matrix(vectors, len(ids))
+        if not 0.0 < recall_target <= 1.0:
+            raise ValueError(f"recall_target={recall_target!r} is invalid: in (0, 1]")
+        n, dim = vectors.shape
+        want = choose_kind(n, dim, kind)
+        labels = np.arange(n, dtype=np.int64)
+        info: dict = {}
+        built: Kind | None = None
+        if want != KIND_FLAT and n < IVF_MIN_N:
+            info["fallback"] = f"{n} vectors: too few for {want} (< {IVF_MIN_N})"
+        elif want != KIND_FLAT:
+            index, info = build_ivf_index(vectors, compressed=want == KIND_COMPRESSED, seed=seed)
+            built = (CompressedKind(index, FloatCopy(dim, folder)) if want == KIND_COMPRESSED
+                     else IvfKind(index))
+            built.add(labels, vectors)
+            tuned = tune(built, vectors, labels, recall_target, seed)
+            info.update({k: v for k, v in tuned.items() if k != "reached"})
+            if not tuned["reached"]:
+                info["fallback"] = (f"{want} recall@10 {tuned['recall_at_10']:.3f} < target {recall_target} at "
+                                    f"nprobe {tuned['nprobe']} (nlist {info['nlist']}"
+                                    + (f", re-rank x{tuned['rerank']}" if "rerank" in tuned else "")
+                                    + "): vectors lack cluster structure; exact search")
+                built = None
+        if built is None:
+            built = FlatKind.build(dim)
+            built.add(labels, vectors)
+            info.update({"nlist": None, "nprobe": None, "rerank": None, "recall_at_10": 1.0})
+        record = BuildRecord(kind=built.name, requested=kind, recall_target=recall_target, built_n=n, **info)
+        self = cls(built, labels.tolist(), ids, store_version, record, next_label=n)
+        self.record = BuildRecord(**{**record.to_dict(), "p50_ms": self._measure_p50_ms(vectors, seed),
+                                     "build_seconds": round(time.perf_counter() - t0, 3)})
+        return self
+
+    def _measure_p50_ms(self, vectors: np.ndarray, seed: int) -> float | None:
+        n = len(vectors)
+        if n == 0:
+            return None
+        rng = np.random.default_rng(seed + 1)
+        qs = vectors[rng.choice(n, min(LATENCY_QUERIES, n), replace=False)]
+        times = []
+        for q in qs:
+            t = time.perf_counter()
+            self._kind.search(q[None, :], min(RECALL_K, n))
+            times.append(time.perf_counter() - t)
+            if len(times) >= 3 and sum(times) > 1.0:  # slow (large flat): a few queries are enough
+                break
+        return round(float(np.median(times)) * 1000, 3)
+
+    # ---- properties -----------------------------------------------------------------------------------------
+
+    @property
+    def kind(self) -> str:
+        return self._kind.name
+
+    @property
+    def dim(self) -> int:
+        return self._kind.dim
+
+    @property
+    def backend(self) -> str:
+        """Which search answers: ``faiss-cpu``, ``faiss-gpu``, ``torch-cpu`` or ``torch-cuda``."""
+        return self._copy.name if self._copy is not None else "faiss-cpu"
+
+    @property
+    def device(self) -> str:
+        return self._copy.device if self._copy is not None else "cpu"
+
+    @property
+    def stats(self) -> dict:
+        """For display: the build record, with ``n``, ``changes_since_build``, ``backend`` and ``device``."""
+        return {**self.record.to_dict(), "n": len(self), "changes_since_build": self.changes_since_build,
+                "backend": self.backend, "device": self.device}
+
+    @property
+    def resident_bytes(self) -> int:
+        """Bytes the CPU search structures hold in memory (codes, ids, centroids; not the mapped float copy,
+        nor the label maps)."""
+        return self._kind.resident_bytes
+
+    @property
+    def mapped_bytes(self) -> int:
+        """Bytes of the float copy a compressed index re-ranks with (memory-mapped once saved), else 0."""
+        return self._kind.floats.nbytes if isinstance(self._kind, CompressedKind) else 0
+
+    @property
+    def ids(self) -> list[str]:
+        """Clip ids, in label order (a copy)."""
+        self._lock.acquire_read()
+        try:
+            return [self._label_to_id[lb] for lb in sorted(self._label_to_id)]
+        finally:
+            self._lock.release_read()
+
+    def __len__(self) -> int:
+        return self._kind.ntotal
+
+    def __contains__(self, clip_id: str) -> bool:
+        return clip_id in self._id_to_label
+
+    def __repr__(self) -> str:
+        return f"VectorIndex(kind={self.kind!r}, n={len(self)}, dim={self.dim}, store_version={self.store_version})"
+
+    # ---- search device --------------------------------------------------------------------------------------
+
+    def use_device(self, device: str = "cpu", backend: str = "auto") -> "VectorIndex":
+        """Answer searches on ``device`` (``cpu``, ``cuda``, ``cuda:N``) with ``backend`` (see
+        :func:`~.backends.resolve_backend`); returns ``self``. A :class:`~.backends.SearchDeviceError` when the
+        device is not there.
+
+        The device copy (FAISS GPU index, or torch tensor of the vectors) is derived from the CPU index, which
+        stays the one that is caught up and saved. Searches in other threads wait while the copy is made.
+        """
+        name, dev = resolve_backend(device, backend)
+        self._lock.acquire_write()
+        try:
+            if (name, dev) != (self.backend, self.device):
+                self._copy = None
+                self._copy = self._make_copy(name, dev)
+        finally:
+            self._lock.release_write()
+        return self
+
+    def _make_copy(self, name: str, dev: str) -> DeviceCopy | None:
+        if name == "faiss-gpu":
+            return FaissGpuCopy(dev, self._kind.index, self.record.nprobe)
+        if name in ("torch-cpu", "torch-cuda"):
+            labels, vectors = self._kind.contents()  # (N,), (N, dim)
+            return TorchCopy(dev, labels, vectors)
+        return None
+
+    def _search_labels(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores (B, k), labels (B, k))``, exact scores, from the active backend (read lock held)."""
+        copy = self._copy
+        if copy is not None:
+            if copy.exact or not isinstance(self._kind, CompressedKind):
+                found = copy.search(q, k)
+                if found is not None:
+                    return found
+            else:  # compressed codes on the GPU: its candidates, re-scored exactly here
+                found = copy.search(q, self._kind.candidates(q, k))
+                if found is not None:
+                    return rescore(self._kind.floats, q, found[1], k)
+        return self._kind.search(q, k)
+
+    # ---- search ---------------------------------------------------------------------------------------------
+
+    def search(self, queries: np.ndarray, k: int, negative: bool = False) -> list[list[tuple[str, float]]]:
+        """Top-``k`` ``(clip_id, score)`` per query, highest inner product first.
+
+        ``queries`` is ``(dim,)`` or ``(B, dim)``; the answer always has one list per query (``B`` lists).
+        ``negative=True`` returns the most negative scores first (searching with ``-q`` and negating back).
+        ``k`` larger than the index returns every clip it finds; an empty index returns empty lists.
+        """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k={k!r} is invalid: a positive int")
+        q = np.asarray(queries, dtype=np.float32)
+        if q.ndim == 1:
+            q = q[None, :]  # (1, dim)
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise ValueError(f"queries shape {np.shape(queries)} is invalid: ({self.dim},) or (B, {self.dim})")
+        if not np.isfinite(q).all():
+            raise ValueError("queries contain NaN or inf")
+        if negative:
+            q = -q
+        q = np.ascontiguousarray(q)  # (B, dim) float32
+        self._lock.acquire_read()
+        try:
+            n = len(self)
+            if n == 0 or q.shape[0] == 0:
+                return [[] for _ in range(q.shape[0])]
+            scores, labels = self._search_labels(q, min(int(k), n))  # (B, kk), (B, kk)
+            ids = self._label_to_id
+            out = [[(ids[lb], float(s)) for lb, s in zip(lrow, srow) if lb >= 0]
+                   for lrow, srow in zip(labels.tolist(), scores.tolist())]
+        finally:
+            self._lock.release_read()
+        if negative:
+            out = [[(c, -s) for c, s in row] for row in out]
+        return out
+
+    def count_held(self, clip_ids: frozenset[str]) -> int:
+        """How many of ``clip_ids`` the index holds (e.g. tombstoned clips whose rows are not yet deleted).
+
+        Cached per (store version, set object): a tombstone set is one object until it changes, so a search
+        pays for this only when either moves."""
+        key = (self.store_version, id(clip_ids))
+        cached = self._held_cache
+        if cached is not None and cached[0] == key and cached[1] is clip_ids:
+            return cached[2]
+        self._lock.acquire_read()
+        try:
+            n = sum(1 for c in clip_ids if c in self._id_to_label)
+        finally:
+            self._lock.release_read()
+        self._held_cache = (key, clip_ids, n)
+        return n
+
+    # ---- catch-up -------------------------------------------------------------------------------------------
+
+    def diff(self, store_ids: Sequence[str]) -> tuple[list[str], list[str]]:
+        """``(added, removed)``: ids in ``store_ids`` not indexed, and indexed ids not in ``store_ids``."""
+        store_set = set(store_ids)
+        added = [c for c in dict.fromkeys(store_ids) if c not in self._id_to_label]
+        removed = [c for c in self._id_to_label if c not in store_set]
+        return added, removed
+
+    def catch_up(self, ids: Sequence[str], vectors: np.ndarray, store_version: int) -> tuple[int, int]:
+        """Make the index hold exactly ``ids`` (a store snapshot: ``vectors`` row ``i`` for ``ids[i]``).
+
+        Removes the indexed ids not in ``ids`` and adds the new ones (:meth:`apply`). Returns ``(added,
+        removed)``.
+        """
+        ids = list(ids)
+        vectors = np.asarray(vectors)
+        if vectors.ndim != 2 or vectors.shape[0] != len(ids) or (len(ids) and vectors.shape[1] != self.dim):
+            raise ValueError(f"vectors shape {vectors.shape} does not match {len(ids)} ids of dim {self.dim}")
+        self._lock.acquire_read()
+        try:
+            added, removed = self.diff(ids)
+        finally:
+            self._lock.release_read()
+        pos = {c: i for i, c in enumerate(ids)} if added else {}
+        rows = vectors[[pos[c] for c in added]] if added else np.zeros((0, self.dim), np.float32)
+        return self.apply(added, rows, removed, store_version)
+
+    def apply(self, added: Sequence[str], vectors: np.ndarray, removed: Sequence[str], store_version: int
+              ) -> tuple[int, int]:
+        """Add ``added`` (``vectors`` row ``i`` for ``added[i]``) and remove ``removed`` (in the CPU index and in
+        the search copy on a device, if any), then record ``store_version``. Ids already held are not added
+        again, ids not held are not removed. Searches in other threads wait while this runs and then see the
+        new state. Returns ``(added, removed)`` counts."""
+        added = list(added)
+        vectors = np.asarray(vectors)
+        if vectors.ndim != 2 or vectors.shape[0] != len(added) or (len(added) and vectors.shape[1] != self.dim):
+            raise ValueError(f"vectors shape {vectors.shape} does not match {len(added)} ids of dim {self.dim}")
+        self._lock.acquire_write()
+        try:
+            seen: set[str] = set()
+            keep = []  # the first occurrence of each id not held
+            for i, c in enumerate(added):
+                if c not in self._id_to_label and c not in seen:
+                    seen.add(c)
+                    keep.append(i)
+            added = [added[i] for i in keep]
+            new_vecs = _as_matrix(vectors[keep] if keep else np.zeros((0, self.dim)), len(added))
+            removed = [c for c in dict.fromkeys(removed) if c in self._id_to_label]
+            rm = np.array([self._id_to_label[c] for c in removed], dtype=np.int64)
+            new_labels = np.arange(self._next_label, self._next_label + len(added), dtype=np.int64)
+            if removed:
+                self._kind.remove(rm)
+                for c, lb in zip(removed, rm.tolist()):
+                    del self._id_to_label[c]
+                    del self._label_to_id[lb]
+            if added:
+                self._kind.add(new_labels, new_vecs)
+                self._next_label += len(added)
+                for c, lb in zip(added, new_labels.tolist()):
+                    self._id_to_label[c] = lb
+                    self._label_to_id[lb] = c
+            if self._copy is not None and (removed or added):
+                try:
+                    self._copy.update(self._kind.index, rm, new_labels, new_vecs)
+                except Exception:  # never answer from a stale copy: the CPU index is current, search there
+                    log.warning("search copy on %s (%s) could not follow the catch-up; searching on the CPU",
+                                self.device, self.backend, exc_info=True)
+                    self._copy = None
+                    raise
+            self.store_version = int(store_version)
+            self.changes_since_build += len(added) + len(removed)
+            self.unsaved_changes += len(added) + len(removed)
+        finally:
+            self._lock.release_write()
+        return len(added), len(removed)
+
+    # ---- persistence ----------------------------------------------------------------------------------------
+
+    def save(self, index_dir: str | os.PathLike) -> None:
+        """Write ``faiss.index``, ``faiss.ids`` (and a compressed index's float segments), then ``faiss.json``,
+        each atomically, into ``index_dir``; then delete float segments no saved index names."""
+        index_dir = Path(index_dir)
+        index_dir.mkdir(parents=True, exist_ok=True)
+        floats = self._kind.floats if isinstance(self._kind, CompressedKind) else None
+        self._lock.acquire_read()  # a consistent state: no catch-up while serializing
+        try:
+            data = _faiss().serialize_index(self._kind.index)  # uint8 array
+            labels = sorted(self._label_to_id)
+            ids_blob = _ids_blob(labels, [self._label_to_id[lb] for lb in labels])
+            meta = {"format": FORMAT, "kind": self.kind, "store_version": self.store_version, "count": len(self),
+                    "dim": self.dim, "next_label": self._next_label,
+                    "changes_since_build": self.changes_since_build, "synced_at": self.synced_at,
+                    "stats": self.record.to_dict()}
+            if floats is not None:
+                meta["segments"] = floats.save_to(index_dir)
+            unsaved = self.unsaved_changes
+        finally:
+            self._lock.release_read()
+        blob = memoryview(np.ascontiguousarray(data))
+        atomic_write(index_dir / INDEX_FILE, blob)
+        atomic_write(index_dir / IDS_FILE, ids_blob)
+        meta.update({"index_bytes": blob.nbytes, "crc32": zlib.crc32(blob), "ids_bytes": len(ids_blob),
+                     "ids_crc32": zlib.crc32(ids_blob)})
+        atomic_write(index_dir / META_FILE, json.dumps(meta).encode("utf-8"))
+        self.unsaved_changes -= unsaved
+        self.saved_at = time.time()
+        if floats is not None:
+            floats.remove_unused()
+
+    @classmethod
+    def load(cls, index_dir: str | os.PathLike) -> "VectorIndex":
+        """Read a saved index. ``FileNotFoundError`` if none; ``ValueError`` if the files are inconsistent."""
+        faiss = _faiss()
+        index_dir = Path(index_dir)
+        meta_path, index_path = index_dir / META_FILE, index_dir / INDEX_FILE
+        if not meta_path.exists() or not index_path.exists():
+            raise FileNotFoundError(f"no saved FAISS index in {str(index_dir)!r}")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            fmt = meta.get("format") if isinstance(meta, dict) else None
+            raise ValueError(f"{str(meta_path)!r}: saved in format {fmt!r}, this version reads {FORMAT}")
+        kind = meta.get("kind")
+        if kind not in (KIND_FLAT, KIND_IVF, KIND_COMPRESSED):
+            raise ValueError(f"{str(meta_path)!r}: unknown kind {kind!r}")
+        data = np.frombuffer(_read_checked(index_path, meta.get("index_bytes"), meta.get("crc32")), np.uint8)
+        table = pa.ipc.open_file(pa.py_buffer(_read_checked(index_dir / IDS_FILE, meta.get("ids_bytes"),
+                                                            meta.get("ids_crc32")))).read_all()
+        labels, ids = table.column("label").to_pylist(), table.column("clip_id").to_pylist()
+        index = faiss.deserialize_index(data)
+        if index.ntotal != meta["count"] or len(ids) != meta["count"] or index.d != meta["dim"]:
+            raise ValueError(f"{str(index_dir)!r}: faiss index has {index.ntotal} x {index.d}, metadata says "
+                             f"{meta['count']} x {meta['dim']} with {len(ids)} ids")
+        record = BuildRecord.from_dict(meta.get("stats") or {"kind": kind, "requested": kind,
+                                                              "recall_target": 0.95, "built_n": len(ids)})
+        expect = {KIND_FLAT: faiss.IndexIDMap2, KIND_IVF: faiss.IndexIVFFlat,
+                  KIND_COMPRESSED: faiss.IndexIVFScalarQuantizer}[kind]
+        if not isinstance(index, expect) or record.kind != kind:
+            raise ValueError(f"{str(index_path)!r} is a {type(index).__name__} ({record.kind}), expected "
+                             f"{expect.__name__} ({kind})")
+        if kind == KIND_FLAT:
+            built: Kind = FlatKind(index)
+        elif kind == KIND_IVF:
+            built = IvfKind(index)
+        else:
+            built = CompressedKind(index, FloatCopy.load(index_dir, int(meta["dim"]), meta.get("segments") or []))
+        built.set_params(record.search_params())
+        self = cls(built, labels, ids, meta["store_version"], record, next_label=meta["next_label"],
+                   changes_since_build=int(meta.get("changes_since_build", 0)))
+        synced = meta.get("synced_at")
+        self.synced_at = float(synced) if isinstance(synced, (int, float)) else None
+        self.saved_at = time.time()
+        return self
