@@ -1,29 +1,41 @@
-"""Search cost and recall per index kind, on random and on clustered unit vectors, as tables.
+"""Search cost, memory and recall per index kind, on random and on clustered unit vectors: a table, or JSON.
 
-    python benchmarks/search.py [--n 1000000] [--dim 512] [--quick] [--queries 200] [--batch 1000]
-                                [--store-sample 20000] [--device cuda]
+    python benchmarks/search.py [--n 1000000] [--dim 512] [--data random,clustered]
+                                [--kind flat,ivf,compressed,numpy] [--json] [--queries 200] [--batch 1000]
+                                [--clusters 1000] [--catchup-n N] [--stream] [--device cuda]
 
-For each data set (random unit vectors; unit vectors around 1000 Gaussian cluster centres) and each kind
-(``flat``: exact FAISS; ``ivf``: IVF at the nprobe that ``VectorIndex.build`` tuned to recall@10 >= 0.95 on the
-stored vectors, or its fallback to flat; ``numpy``: a brute-force NumPy scan in the same run): build seconds,
-single-query p50/p99 ms (``--queries`` held-out queries from the same distribution), batch throughput
-(queries/s for one batch of ``--batch``), recall@10 against exact search on the held-out queries, memory (bytes
-of the serialized index; the array for numpy), and seconds to add 10 k new vectors to the built index
-(``VectorIndex.catch_up``, searchable when it returns; checked by searching one of them).
+For each data set (random unit vectors; unit vectors around ``--clusters`` Gaussian cluster centres) and each
+kind (``flat``: exact FAISS, single queries by one BLAS product; ``ivf``: IVF at the nprobe that
+``VectorIndex.build`` tuned to recall@10 >= 0.95 on the stored vectors, or its fallback to flat;
+``compressed``: 8-bit IVF codes whose candidates are re-scored exactly against the float copy, tuned the same
+way after the re-rank; ``auto``: what ``auto`` picks at N; ``numpy``: a brute-force NumPy scan, the baseline
+measured in the same run), it measures:
 
-``--device DEV`` adds a ``torch exact`` row (the flat index's vectors as a float32 tensor on DEV, exact
-``q @ V.T`` + ``topk``: the GPU backend without a GPU faiss; memory is the tensor's) and, where the installed
-faiss is a GPU build that sees DEV, ``flat``/``ivf`` rows searched on the GPU (``faiss-gpu``; their add time
-includes copying the caught-up index to the GPU again).
+- ``build_s``: seconds to build from the vectors (a NumPy array, or with ``--stream`` a float32 memory map the
+  data was generated into in chunks: no (N, dim) array in memory; the compressed kind's float copy is then
+  written straight to the index folder).
+- ``p50_ms`` / ``p99_ms``: single queries (``--queries`` held-out queries from the same distribution).
+- ``batch_qps``: queries per second for one batch of ``--batch``.
+- ``recall_at_10``: of the held-out queries, against exact search (after the re-rank for compressed).
+- ``resident_bytes``: memory the search structures hold (FAISS codes, ids and centroids; the array for numpy;
+  the compressed kind's float copy is memory-mapped and counted as ``mapped_bytes``, not here; nor are the
+  clip id maps, counted in ``rss_anon_bytes``: the process's anonymous memory after the build, less before).
+- ``add_10k_s``: seconds to add 10 k new vectors (``VectorIndex.apply``; checked by searching one of them).
+- ``catchup_ms``: 100 clips added to and 10 removed from a real LanceDB store of ``--catchup-n`` rows (default
+  N, at most 1 M), then ``open_index(..., current=index)``: the store's changes read and applied (and saved
+  when due), end to end. 0 skips it.
 
-The indexes are built straight from NumPy arrays, not from a LanceDB store: filling LanceDB with N x dim
-vectors is timed separately on ``--store-sample`` rows (``ClipStore.add`` in batches of 10 k) and extrapolated.
+``--device DEV`` adds a ``torch`` kind (every vector as a float32 tensor on DEV, exact) and, where the
+installed faiss is a GPU build that sees DEV, ``flat@gpu``/``ivf@gpu``/``compressed@gpu``.
+
+``--json``: one JSON object per (data, kind) on its own line (one line for one data set and one kind).
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import sys
 import tempfile
 import time
@@ -36,6 +48,7 @@ from _machine import machine, matmul_anchor_ms  # noqa: E402
 
 ADD = 10_000
 K = 10
+GEN_CHUNK = 100_000
 
 
 def unit_random(n: int, dim: int, rng) -> np.ndarray:
@@ -47,12 +60,22 @@ def unit_random(n: int, dim: int, rng) -> np.ndarray:
 def unit_clustered(n: int, dim: int, rng, centres: np.ndarray, noise: float = 0.6) -> np.ndarray:
     """Unit vectors around ``centres`` (``(C, dim)``, unit): centre + noise * (Gaussian of norm ~1)."""
     out = np.empty((n, dim), np.float32)
-    for a in range(0, n, 100_000):
-        b = min(n, a + 100_000)
+    fill_clustered(out, rng, centres, noise)
+    return out
+
+
+def fill_clustered(out: np.ndarray, rng, centres: np.ndarray, noise: float = 0.6) -> None:
+    n, dim = out.shape
+    for a in range(0, n, GEN_CHUNK):
+        b = min(n, a + GEN_CHUNK)
         x = centres[rng.integers(0, len(centres), b - a)]
         x = x + noise * rng.standard_normal((b - a, dim), dtype=np.float32) / np.sqrt(dim)
         out[a:b] = x / np.linalg.norm(x, axis=1, keepdims=True)
-    return out
+
+
+def fill_random(out: np.ndarray, rng) -> None:
+    for a in range(0, len(out), GEN_CHUNK):
+        out[a:a + GEN_CHUNK] = unit_random(min(GEN_CHUNK, len(out) - a), out.shape[1], rng)
 
 
 def numpy_topk(vectors: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
@@ -63,121 +86,188 @@ def numpy_topk(vectors: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(part, order, 1)
 
 
+def exact_truth(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    from motive_index.index.kinds import exact_topk
+
+    return exact_topk(vectors, queries, k)  # (B, k) row positions, over row blocks (a memory map is fine)
+
+
 def pct(times: list[float], p: float) -> float:
     return float(np.percentile(np.array(times) * 1000, p))
 
 
-def time_store_fill(n_rows: int, dim: int) -> float:
-    """Seconds per 1 M rows for ``ClipStore.add`` of random vectors, measured on ``n_rows``."""
-    from motive_index.store import ClipStore
+def rss_anon() -> int:
+    """This process's anonymous resident memory, bytes (Linux; 0 elsewhere)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
-    with tempfile.TemporaryDirectory() as tmp:
-        store = ClipStore.create(Path(tmp) / "s", {"projection": {"kind": "identity", "dim": dim, "seed": 0}},
-                                 dim)
-        vecs = unit_random(n_rows, dim, np.random.default_rng(1))
-        t = time.perf_counter()
-        for a in range(0, n_rows, 10_000):
-            store.add([{"clip_id": f"c{i}", "path": "", "caption": "", "metadata": {}, "vector": vecs[i]}
-                       for i in range(a, min(n_rows, a + 10_000))])
-        sec = time.perf_counter() - t
-        t = time.perf_counter()
-        store.snapshot()
-        snap = time.perf_counter() - t
-    return sec / n_rows * 1e6, snap / n_rows * 1e6
+
+def make_data(name: str, n: int, dim: int, nq: int, clusters: int, folder: Path | None):
+    """``(data (n + ADD, dim), queries (nq, dim))``: in RAM, or ``data`` as a float32 memory map in ``folder``."""
+    rng = np.random.default_rng(0)
+    centres = unit_random(clusters, dim, rng) if name == "clustered" else None
+    if folder is None:
+        data = np.empty((n + ADD, dim), np.float32)
+    else:
+        data = np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=np.float32, shape=(n + ADD, dim))
+    if centres is None:
+        fill_random(data, rng)
+        queries = unit_random(nq, dim, rng)
+    else:
+        fill_clustered(data, rng, centres)
+        queries = unit_clustered(nq, dim, rng, centres)
+    if folder is not None:
+        data.flush()
+    return data, queries
 
 
 def row_md(r: dict) -> str:
-    return (f"| {r['data']} | {r['kind']} | {r['build_s']:.1f} | {r['p50']:.2f} | {r['p99']:.2f} | "
-            f"{r['qps']:.0f} | {r['recall']:.3f} | {r['bytes'] / 1e6:.0f} | {r['add_s']:.2f}"
-            f"{'' if r['add_ok'] else ' (NOT FOUND)'} | {r['note']} |")
+    mb = r["resident_bytes"] / 1e6
+    mapped = f" (+{r['mapped_bytes'] / 1e6:.0f} mapped)" if r.get("mapped_bytes") else ""
+    cu = f"{r['catchup_ms']:.0f}" if r.get("catchup_ms") is not None else "-"
+    return (f"| {r['data']} | {r['kind']} | {r['built']} | {r['build_s']:.1f} | {r['p50_ms']:.2f} | "
+            f"{r['p99_ms']:.2f} | {r['batch_qps']:.0f} | {r['recall_at_10']:.3f} | {mb:.0f}{mapped} | "
+            f"{r['rss_anon_bytes'] / 1e6:.0f} | {r['add_10k_s']:.2f}{'' if r['add_ok'] else ' (NOT FOUND)'} | "
+            f"{cu} | {r['note']} |")
 
 
-def bench_dataset(name: str, data: np.ndarray, queries: np.ndarray, n: int, args) -> list[dict]:
-    """``data`` is ``(n + ADD, dim)``: the index gets the first ``n`` rows, then the last ``ADD`` are added."""
-    from motive_index.index import VectorIndex, _faiss, resolve_backend
+def time_queries(search, single, batch):
+    search(single[:1])  # warm up
+    times = []
+    for q in single:
+        t = time.perf_counter()
+        search(q[None, :])
+        times.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    found = search(batch)
+    return times, time.perf_counter() - t, found
 
-    base = data[:n]
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(f) & set(t)) / K for f, t in zip(found.tolist(), truth.tolist())]))
+
+
+def bench_numpy(name, data, n, single, batch, truth) -> dict:
+    rss0 = rss_anon()
+    t = time.perf_counter()
+    mat = np.array(data[:n])  # the "index" is the array itself
+    build = time.perf_counter() - t
+    times, bt, found = time_queries(
+        lambda q: np.concatenate([numpy_topk(mat, q[a:a + 100], K) for a in range(0, len(q), 100)]), single, batch)
+    t = time.perf_counter()
+    mat = np.concatenate([mat, data[n:]])  # "adding" to a NumPy scan is appending rows
+    add_s = time.perf_counter() - t
+    ok = numpy_topk(mat, np.asarray(data[n + 7])[None, :], 1)[0, 0] == n + 7
+    out = {"data": name, "n": n, "dim": data.shape[1], "kind": "numpy", "built": "numpy scan", "build_s": build,
+           "p50_ms": pct(times, 50), "p99_ms": pct(times, 99), "batch_qps": len(batch) / bt,
+           "recall_at_10": recall(found, truth), "resident_bytes": n * data.shape[1] * 4, "mapped_bytes": 0,
+           "rss_anon_bytes": rss_anon() - rss0, "add_10k_s": add_s, "add_ok": bool(ok), "catchup_ms": None,
+           "note": ""}
+    return out
+
+
+def bench_kind(name, kind, data, n, single, batch, truth, args, store_dir: Path | None, index_dir: Path) -> dict:
+    from motive_index.index import VectorIndex
+
+    base_kind = "flat" if kind == "torch" else kind.split("@")[0]
     ids = [f"c{i}" for i in range(n)]
-    all_ids = ids + [f"new{i}" for i in range(ADD)]
-    nq = args.queries
-    single, batch = queries[:nq], queries[: args.batch]
+    rss0 = rss_anon()
+    t = time.perf_counter()
+    index = VectorIndex.build(ids, data[:n], store_version=1, kind=base_kind, recall_target=args.recall_target,
+                              folder=index_dir if args.stream else None)
+    if kind == "torch":
+        index.use_device(args.device, backend="torch")
+    elif kind.endswith("@gpu"):
+        index.use_device(args.device, backend="faiss")
+    build = time.perf_counter() - t
+    rss = rss_anon() - rss0
+    rec = index.record
 
-    # exact answers for the held-out queries (FAISS flat = exact)
-    rows = []
-    truth = None
-    kinds = ["flat", "ivf", "numpy"]
-    if args.device:
-        kinds.append("torch")
-        if resolve_backend(args.device)[0] == "faiss-gpu":
-            kinds += ["flat@gpu", "ivf@gpu"]
-    for kind in kinds:
-        gc.collect()
-        if kind == "numpy":
-            t = time.perf_counter()
-            mat = np.ascontiguousarray(base)  # the "index" is the array itself
-            build = time.perf_counter() - t
-            numpy_topk(mat, single[:1], K)  # warm up
-            times = []
-            for q in single:
-                t = time.perf_counter()
-                numpy_topk(mat, q[None, :], K)
-                times.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            found = np.concatenate([numpy_topk(mat, batch[a:a + 100], K) for a in range(0, len(batch), 100)])
-            bt = time.perf_counter() - t
-            t = time.perf_counter()
-            mat = np.concatenate([mat, data[n:]])  # "adding" to a NumPy scan is appending rows
-            add_s = time.perf_counter() - t
-            ok = numpy_topk(mat, data[n + 7][None, :], 1)[0, 0] == n + 7
-            rec = float(np.mean([len(set(f) & set(tr)) / K for f, tr in zip(found.tolist(), truth.tolist())]))
-            rows.append({"data": name, "kind": "numpy scan", "build_s": build, "p50": pct(times, 50),
-                         "p99": pct(times, 99), "qps": len(batch) / bt, "recall": rec, "bytes": base.nbytes,
-                         "add_s": add_s, "add_ok": ok, "note": ""})
-            print("  " + row_md(rows[-1]), file=sys.stderr, flush=True)
-            del mat
-            continue
+    def search(q):
+        res = index.search(q, K)
+        return np.array([[int(c[1:]) if c[0] == "c" else -1 for c, _ in row] + [-1] * (K - len(row))
+                         for row in res])
+
+    times, bt, found = time_queries(search, single, batch)
+    resident = index._copy.nbytes if kind == "torch" else index.resident_bytes
+    mapped = index.mapped_bytes
+    catchup = time_catchup(index, data, n, kind, index_dir) if store_dir is not None else None
+    t = time.perf_counter()
+    index.apply([f"new{i}" for i in range(ADD)], np.asarray(data[n:n + ADD]), [], store_version=10 ** 9)
+    add_s = time.perf_counter() - t
+    ok = index.search(np.asarray(data[n + 7]), 1)[0][0][0] == "new7"
+    note = ""
+    if rec.kind in ("ivf", "compressed"):
+        note = f"nlist {rec.nlist}, nprobe {rec.nprobe}" + (f", re-rank x{rec.rerank}" if rec.rerank else "") \
+            + f", tuned recall@10 {rec.recall_at_10}"
+    if rec.fallback:
+        best = max(rec.recall_by_nprobe.items(), key=lambda kv: kv[1]) if rec.recall_by_nprobe else ("-", "-")
+        note = f"fell back to flat: best {base_kind} recall@10 {best[1]} at nprobe {best[0]}"
+    out = {"data": name, "n": n, "dim": data.shape[1], "kind": kind, "built": index.kind + (
+        f" ({index.backend} on {index.device})" if index.backend != "faiss-cpu" else ""), "build_s": build,
+        "p50_ms": pct(times, 50), "p99_ms": pct(times, 99), "batch_qps": len(batch) / bt,
+        "recall_at_10": recall(found, truth), "resident_bytes": int(resident), "mapped_bytes": int(mapped),
+        "rss_anon_bytes": int(rss), "add_10k_s": add_s, "add_ok": bool(ok), "catchup_ms": catchup, "note": note}
+    return out
+
+
+def fill_store(store_dir: Path, data: np.ndarray, n: int):
+    """A LanceDB store holding rows ``c0 .. c{n-1}`` of ``data``, stamped an hour ago (a store filled before
+    the index was last synced, not within the catch-up's clock margin); returns (store, seconds)."""
+    import datetime as dt
+
+    from motive_index import store as store_mod
+
+    dim = data.shape[1]
+    store = store_mod.ClipStore.create(store_dir, {"projection": {"kind": "identity", "dim": dim, "seed": 0}}, dim)
+    real_now = store_mod._now
+    store_mod._now = lambda: real_now() - dt.timedelta(hours=1)
+    try:
         t = time.perf_counter()
-        index = VectorIndex.build(ids, base, store_version=1, kind="flat" if kind == "torch" else kind.split("@")[0],
-                                  recall_target=args.recall_target)
-        if kind == "torch":
-            index.use_device(args.device, backend="torch")
-        elif kind.endswith("@gpu"):
-            index.use_device(args.device, backend="faiss")
-        build = time.perf_counter() - t
-        index.search(single[0], K)
-        times = []
-        for q in single:
-            t = time.perf_counter()
-            index.search(q, K)
-            times.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        res = index.search(batch, K)
-        bt = time.perf_counter() - t
-        pos = np.array([[int(c[1:]) for c, _ in row] + [-1] * (K - len(row)) for row in res])  # (B, K)
-        if kind == "flat":
-            truth = pos
-        rec = float(np.mean([len(set(f) & set(tr)) / K for f, tr in zip(pos.tolist(), truth.tolist())]))
-        nbytes = (index._mat.numel() * index._mat.element_size() if kind == "torch"
-                  else int(_faiss().serialize_index(index._index).size))
-        st = index.stats
-        t = time.perf_counter()
-        index.catch_up(all_ids, data, store_version=2)
-        add_s = time.perf_counter() - t
-        ok = index.search(data[n + 7], 1)[0][0][0] == "new7"
-        note = (f"nlist {st['nlist']}, nprobe {st['nprobe']}, tuned recall@10 {st['recall_at_10']}"
-                if st["kind"] == "ivf" else "")
-        if st.get("fallback"):
-            best = max(st["recall_by_nprobe"].items(), key=lambda kv: kv[1])
-            note = f"fell back to flat: best ivf recall@10 {best[1]} at nprobe {best[0]}"
-        kind_label = {"ivf": "ivf", "flat": "flat (FAISS)", "torch": f"torch exact ({index.device})",
-                      "flat@gpu": f"flat (FAISS GPU, {index.device})",
-                      "ivf@gpu": f"ivf (FAISS GPU, {index.device})"}[kind]
-        rows.append({"data": name, "kind": kind_label, "build_s": build, "p50": pct(times, 50),
-                     "p99": pct(times, 99), "qps": len(batch) / bt, "recall": rec, "bytes": nbytes,
-                     "add_s": add_s, "add_ok": ok, "note": note})
-        print("  " + row_md(rows[-1]), file=sys.stderr, flush=True)
-        del index, res
-    return rows
+        for a in range(0, n, 20_000):
+            store.add([{"clip_id": f"c{i}", "path": "", "caption": "", "metadata": {}, "vector": data[i]}
+                       for i in range(a, min(n, a + 20_000))])
+    finally:
+        store_mod._now = real_now
+    return store, time.perf_counter() - t
+
+
+#: the benchmark's store and what it holds beyond rows c0..c{n-1}: {"store", "extra": [(id, data row)],
+#: "gone": [ids removed]}
+_STORE: dict = {}
+
+
+def time_catchup(index, data, n, kind: str, index_dir: Path) -> float:
+    """ms of ``open_index(store, current=index)`` after 100 adds and 10 removes in the store. The index (built
+    from ``data[:n]`` as c0..c{n-1}) is first brought to what the store holds (earlier kinds' changes, untimed)
+    and marked synced with it now."""
+    from motive_index.index import open_index
+
+    store, extra, gone = _STORE["store"], _STORE["extra"], _STORE["gone"]
+    dim = data.shape[1]
+    index.apply([c for c, _ in extra], np.asarray(data[[r for _, r in extra]]).reshape(-1, dim), gone,
+                store.version)
+    index.synced_at = time.time()
+    new = [(f"late-{kind}-{i}", n + ADD - 1 - len(extra) - i) for i in range(100)]
+    store.add([{"clip_id": c, "path": "", "caption": "", "metadata": {}, "vector": data[r]} for c, r in new])
+    first = len(gone)
+    removed = [f"c{(first + i) * 997}" for i in range(10)]
+    store.remove(removed)
+    t = time.perf_counter()
+    caught = open_index(store, index_dir, current=index, kind=index.record.requested)
+    ms = (time.perf_counter() - t) * 1000
+    how = index.opened.reason if index.opened else "?"
+    assert caught is index and new[0][0] in index and removed[0] not in index, "the catch-up missed the change"
+    assert len(index) == len(store), (len(index), len(store))
+    extra += new
+    gone += removed
+    print(f"    catch-up: {ms:.0f} ms ({how})", file=sys.stderr, flush=True)
+    return ms
 
 
 def main() -> None:
@@ -189,44 +279,78 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1000, help="queries in the throughput batch")
     ap.add_argument("--clusters", type=int, default=1000)
     ap.add_argument("--recall-target", type=float, default=0.95)
-    ap.add_argument("--store-sample", type=int, default=20_000, help="rows written to LanceDB to time a fill")
     ap.add_argument("--data", default="random,clustered")
+    ap.add_argument("--kind", default="flat,ivf,compressed,numpy",
+                    help="comma-separated: auto, flat, ivf, compressed, numpy (and torch / KIND@gpu with --device)")
+    ap.add_argument("--catchup-n", type=int, default=None,
+                    help="rows in the LanceDB store the catch-up is timed on (default: N up to 1 M; 0 skips)")
+    ap.add_argument("--stream", action="store_true",
+                    help="generate the data into a float32 memory map (no (N, dim) array in memory) and build "
+                         "from it; the compressed kind writes its float copy straight to disk")
+    ap.add_argument("--json", action="store_true", help="one JSON object per (data, kind), one per line")
+    ap.add_argument("--store-sample", type=int, default=None, help=argparse.SUPPRESS)  # older runs' flag
     ap.add_argument("--device", default=None,
                     help="also time search on this device (cpu, cuda, cuda:N): exact torch, and FAISS GPU if present")
     args = ap.parse_args()
     n = 100_000 if args.quick else args.n
     dim = args.dim
     nq = max(args.queries, args.batch)
+    catchup_n = min(n, 1_000_000) if args.catchup_n is None else args.catchup_n
+    kinds = [k.strip() for k in args.kind.split(",") if k.strip()]
+    if args.device:
+        from motive_index.index import resolve_backend
+
+        kinds.append("torch")
+        if resolve_backend(args.device)[0] == "faiss-gpu":
+            kinds += [f"{k}@gpu" for k in ("flat", "ivf", "compressed")]
 
     rows = []
-    for name in args.data.split(","):
-        rng = np.random.default_rng(0)
-        t = time.perf_counter()
-        if name == "random":
-            data = unit_random(n + ADD, dim, rng)
-            queries = unit_random(nq, dim, rng)
-        else:
-            centres = unit_random(args.clusters, dim, rng)
-            data = unit_clustered(n + ADD, dim, rng, centres)
-            queries = unit_clustered(nq, dim, rng, centres)
-        print(f"{name}: {n + ADD} x {dim} generated in {time.perf_counter() - t:.1f}s", file=sys.stderr,
-              flush=True)
-        rows += bench_dataset(name, data, queries, n, args)
-        del data, queries
-        gc.collect()
-
-    fill = time_store_fill(args.store_sample, dim) if args.store_sample > 0 else None
+    with tempfile.TemporaryDirectory(prefix="search-bench-") as tmp:
+        tmp = Path(tmp)
+        for name in args.data.split(","):
+            t = time.perf_counter()
+            data, queries = make_data(name, n, dim, nq, args.clusters, tmp if args.stream else None)
+            print(f"{name}: {n + ADD} x {dim} generated in {time.perf_counter() - t:.1f}s"
+                  + (" (memory map)" if args.stream else ""), file=sys.stderr, flush=True)
+            t = time.perf_counter()
+            truth = exact_truth(data[:n], queries, K)  # (nq, K) exact row positions
+            print(f"  exact answers in {time.perf_counter() - t:.1f}s", file=sys.stderr, flush=True)
+            single, batch = queries[:args.queries], queries[:args.batch]
+            store_dir = None
+            if catchup_n and catchup_n == n:
+                store_dir = tmp / f"store-{name}"
+                store, fill_s = fill_store(store_dir, data, n)
+                _STORE.update(store=store, extra=[], gone=[])
+                print(f"  LanceDB store of {n} rows filled in {fill_s:.0f}s", file=sys.stderr, flush=True)
+            for kind in kinds:
+                gc.collect()
+                index_dir = tmp / f"index-{name}-{kind}"
+                index_dir.mkdir(exist_ok=True)
+                if kind == "numpy":
+                    r = bench_numpy(name, data, n, single, batch, truth[:args.batch])
+                else:
+                    r = bench_kind(name, kind, data, n, single, batch, truth[:args.batch], args, store_dir,
+                                   index_dir)
+                rows.append(r)
+                print("  " + row_md(r), file=sys.stderr, flush=True)
+                if args.json:
+                    print(json.dumps(r), flush=True)
+            _STORE.clear()
+            del data, queries
+            gc.collect()
+    if args.json:
+        return
     anchor = matmul_anchor_ms()
     print(f"\nmachine: {machine()}; 512x512 matmul {anchor:.2f} ms")
     print(f"N = {n} x dim {dim}, k = {K}; {args.queries} single queries, batch of {args.batch}; recall@10 of "
-          f"held-out queries against exact FAISS flat; indexes built from NumPy arrays (not read from LanceDB)")
-    if fill:
-        print(f"LanceDB: ClipStore.add {fill[0]:.1f} s per 1 M rows (measured on {args.store_sample} rows of "
-              f"dim {dim}, batches of 10 k) -> ~{fill[0] * n / 1e6:.0f} s for N; snapshot() "
-              f"{fill[1]:.1f} s per 1 M rows")
+          f"held-out queries against exact search; indexes built from "
+          + ("a float32 memory map (--stream)" if args.stream else "NumPy arrays")
+          + (f"; catch-up: 100 adds + 10 removes in a LanceDB store of {n} rows, open_index(current=...)"
+             if catchup_n == n and catchup_n else "; catch-up not timed"))
     print()
-    print("| data | kind | build s | p50 ms | p99 ms | batch q/s | recall@10 | memory MB | add 10k s | note |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("| data | kind | built | build s | p50 ms | p99 ms | batch q/s | recall@10 | resident MB | anon RSS MB | "
+          "add 10k s | catch-up ms | note |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
         print(row_md(r))
 

@@ -40,7 +40,7 @@ import uuid
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple
+from typing import Any, Container, Iterable, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -172,7 +172,7 @@ class StoreChanges(NamedTuple):
 
     version: int
     count: int              # rows stored
-    ids: list[str]          # rows added at or after the time asked (a superset of the new ones)
+    ids: list[str]          # clips added at or after the time asked that the caller does not hold
     vectors: np.ndarray     # (len(ids), dim) float32
     still_stored: set[str]  # which of the ids asked about are still stored
 
@@ -743,12 +743,13 @@ class ClipStore(_Pinned):
             vectors = np.ascontiguousarray(vectors[keep])
         return version, ids, vectors
 
-    def changes_since(self, since: _dt.datetime, maybe_gone: Iterable[str]) -> "StoreChanges":
+    def changes_since(self, since: _dt.datetime, maybe_gone: Iterable[str],
+                      held: Container[str] = ()) -> "StoreChanges":
         """What an index last synced at ``since`` needs to catch up, read from one table version without
-        reading the whole snapshot: the rows whose ``added_at`` is at or after ``since`` (ids and vectors; a
-        superset of the new ones: the caller drops the ids it holds), which of ``maybe_gone`` (e.g. tombstoned
-        ids the index holds) are still stored, and the row count (the caller's check that nothing was
-        missed)."""
+        reading the whole snapshot: the clips whose ``added_at`` is at or after ``since`` and that ``held``
+        does not hold (ids and vectors: the ids of the recent rows are read first, then the vectors of the new
+        ones only), which of ``maybe_gone`` (e.g. tombstoned ids the index holds) are still stored, and the
+        row count (the caller's check that nothing was missed)."""
         since = since.astimezone(_dt.timezone.utc) if since.tzinfo else since.replace(tzinfo=_dt.timezone.utc)
         where = f"added_at >= arrow_cast('{since.isoformat()}', 'Timestamp(Microsecond, Some(\"UTC\"))')"
         gone = list(dict.fromkeys(maybe_gone))
@@ -756,16 +757,25 @@ class ClipStore(_Pinned):
             self._refresh()
             version = int(self._clips.version)
             count = int(self._clips.count_rows())
-            t = self._scan(["clip_id", "vector"], where)
+            recent = self._clips.search().where(where).with_row_id(True).select(["clip_id"]).limit(None).to_arrow()
+            seen: set[str] = set()
+            rowids = []
+            for cid, rid in zip(recent.column("clip_id").to_pylist(), recent.column("_rowid").to_pylist()):
+                if cid not in held and cid not in seen:
+                    seen.add(cid)
+                    rowids.append(int(rid))
+            tables = [self._scan(["clip_id", "vector"], f"_rowid IN ({', '.join(map(str, chunk))})")
+                      for chunk in _chunks(rowids, _IN_CHUNK)]
             still: set[str] = set()
             for chunk in _chunks(gone, _IN_CHUNK):
                 still.update(self._scan(["clip_id"], _in_filter("clip_id", chunk)).column("clip_id").to_pylist())
-        ids = t.column("clip_id").to_pylist()
-        if ids:
-            flat = t.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-            vectors = np.ascontiguousarray(flat.reshape(len(ids), self._dim), dtype=np.float32)
-        else:
-            vectors = np.zeros((0, self._dim), np.float32)
+        ids: list[str] = []
+        parts = []
+        for t in tables:
+            ids += t.column("clip_id").to_pylist()
+            parts.append(t.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False))
+        vectors = (np.ascontiguousarray(np.concatenate(parts).reshape(len(ids), self._dim), dtype=np.float32)
+                   if ids else np.zeros((0, self._dim), np.float32))
         return StoreChanges(version, count, ids, vectors, still)
 
     def vectors(self) -> tuple[list[str], np.ndarray]:

@@ -153,11 +153,32 @@ def test_a_damaged_float_segment_is_rebuilt(tmp_path, caplog):
     assert "rebuilt because corrupt" in caplog.text and index.kind == "compressed" and len(index) == 1500
 
 
-def test_compressed_without_cluster_structure_falls_back_to_exact(tmp_path):
-    vecs = _random(3000)
-    index = VectorIndex.build([f"c{i}" for i in range(3000)], vecs, 1, kind="compressed", recall_target=0.99)
-    assert index.kind == "flat" and "compressed recall@10" in index.record.fallback
-    assert "cluster structure" in index.record.fallback and index.record.requested == "compressed"
+def test_without_cluster_structure_compressed_scans_every_code_and_stays_exact():
+    both = _random(3050)
+    vecs, queries = both[:3000], both[3000:]
+    ids = [f"c{i}" for i in range(3000)]
+    index = VectorIndex.build(ids, vecs, 1, kind="compressed", recall_target=0.95)
+    rec = index.record
+    assert index.kind == "compressed" and rec.nprobe == rec.nlist and rec.fallback is None  # every list scanned
+    assert rec.recall_at_10 >= 0.95 and f"{rec.nlist}x4" in rec.recall_by_nprobe
+    assert _recall(index, vecs, ids, queries) >= 0.95
+    by_id = dict(zip(ids, vecs))
+    for q, row in zip(queries[:10], index.search(queries[:10], 10)):
+        np.testing.assert_allclose([s for _, s in row], [float(by_id[c] @ q) for c, _ in row], atol=1e-6)
+
+
+def test_auto_whose_ivf_misses_the_target_builds_compressed_not_flat(tmp_path, monkeypatch):
+    monkeypatch.setattr(kinds, "AUTO_FLAT_MAX_ELEMENTS", 500 * DIM)  # auto picks ivf at 3000 vectors
+    store = _filled(tmp_path, _random(3000))
+    index = open_index(store, tmp_path)
+    assert index.kind == "compressed" and index.record.requested == "auto"
+    assert index.record.fallback.startswith("ivf recall@10") and index.record.fallback.endswith("compressed instead")
+    _add(store, _random(20, seed=5), start=3000)
+    again = open_index(ClipStore.open(tmp_path), tmp_path)  # auto still says ivf: kept, caught up, not rebuilt
+    assert again.opened.action == "catch_up" and again.kind == "compressed" and len(again) == 3020
+    # explicitly asked, ivf still falls back to exact flat search
+    ivf = VectorIndex.build([f"c{i}" for i in range(3000)], _random(3000), 1, kind="ivf")
+    assert ivf.kind == "flat" and ivf.record.fallback.endswith("exact search")
 
 
 def test_auto_picks_compressed_above_its_size(tmp_path, monkeypatch):

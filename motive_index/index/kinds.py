@@ -45,11 +45,13 @@ IVF_TRAIN_NITER = 10
 SQ_TRAIN_N = 100_000
 RECALL_QUERIES = 200             # sampled stored vectors used to measure recall@10
 RECALL_K = 10
-#: compressed: candidates re-scored per wanted neighbour, tried in this order (with each, nprobe is raised)
-RERANK_FACTORS = (4, 16, 64)
+#: compressed: candidates re-scored per wanted neighbour, tried in this order (with each, nprobe is raised; then
+#: every list is scanned)
+RERANK_FACTORS = (4, 16)
 #: vectors added to an IVF index per call while building (bounded memory for the codes' temporaries)
 ADD_CHUNK = 100_000
-#: a single query (or at most this many) is answered by one NumPy product on a flat index
+#: a single query (or at most this many) is answered by one NumPy product on a flat index, and by an IVF index
+#: with its inverted lists scanned in parallel (FAISS's parallel_mode 1; larger batches: one query per thread)
 NUMPY_MAX_BATCH = 4
 
 
@@ -189,8 +191,18 @@ class FlatKind(Kind):
         return self.ntotal * (self.dim * 4 + 8)
 
 
+def _ivf_search(index, q: np.ndarray, k: int):
+    # parallel over the lists a query visits for a few queries (else one thread serves each query); two threads
+    # searching at once may each see the other's mode: either is correct, only the speed differs
+    index.parallel_mode = 1 if len(q) <= NUMPY_MAX_BATCH else 0
+    return index.search(q, k)
+
+
 class IvfKind(Kind):
     name = KIND_IVF
+
+    def search(self, q, k):
+        return _ivf_search(self.index, q, k)
 
     def params(self) -> dict:
         return {"nprobe": int(self.index.nprobe)}
@@ -216,7 +228,7 @@ class CompressedKind(Kind):
         return min(self.ntotal, max(k * self.rerank, k + 32))
 
     def search(self, q, k):
-        _, cand = self.index.search(q, self.candidates(q, k))  # (B, R) labels, approximate order
+        _, cand = _ivf_search(self.index, q, self.candidates(q, k))  # (B, R) labels, approximate order
         return rescore(self.floats, q, cand, k)
 
     def add(self, labels, vectors) -> None:
@@ -317,11 +329,11 @@ def build_ivf_index(vectors: np.ndarray, compressed: bool, seed: int) -> tuple[o
 
 def tune(kind: Kind, vectors: np.ndarray, labels: np.ndarray, recall_target: float, seed: int,
          exact: Callable[[np.ndarray, int], np.ndarray] | None = None) -> dict:
-    """Raise ``nprobe`` (doubling, up to ``nlist / 4``; and for ``compressed`` the re-rank depth through
-    :data:`RERANK_FACTORS`) until recall@10 reaches ``recall_target``; leaves ``kind`` at the first setting
-    that does (or the best tried). Returns ``{nprobe, recall_at_10, recall_by_nprobe[, rerank]}`` and
-    ``reached`` (bool). ``exact(queries, k)``: exact top-k row positions (default: a NumPy scan of ``vectors``).
-    """
+    """Raise ``nprobe`` (doubling, up to ``nlist / 4``; for ``compressed`` with each re-rank depth of
+    :data:`RERANK_FACTORS`, and then every list: an exhaustive scan of the codes, still re-ranked exactly) until
+    recall@10 reaches ``recall_target``; leaves ``kind`` at the first setting that does (or the best tried).
+    Returns ``{nprobe, recall_at_10, recall_by_nprobe[, rerank]}`` and ``reached`` (bool). ``exact(queries,
+    k)``: exact top-k row positions (default: a NumPy scan of ``vectors``)."""
     n = len(vectors)
     rng = np.random.default_rng(seed)
     nq = min(RECALL_QUERIES, n)
@@ -330,26 +342,28 @@ def tune(kind: Kind, vectors: np.ndarray, labels: np.ndarray, recall_target: flo
     kk = min(RECALL_K + 1, n)
     truth = labels[(exact or (lambda q, k: exact_topk(vectors, q, k)))(queries, kk)]  # (nq, kk)
     own = labels[qpos]
-    max_nprobe = max(1, int(kind.index.nlist) // 4)
-    factors = RERANK_FACTORS if isinstance(kind, CompressedKind) else (None,)
+    nlist = int(kind.index.nlist)
+    doubling = [min(2 ** i, max(1, nlist // 4)) for i in range(max(1, nlist // 4).bit_length() + 1)]
+    doubling = list(dict.fromkeys(doubling))  # 1, 2, 4, ..., nlist / 4
+    if isinstance(kind, CompressedKind):
+        ladder = [[(p, f) for p in doubling] for f in RERANK_FACTORS] + [[(nlist, f) for f in RERANK_FACTORS]]
+    else:
+        ladder = [[(p, None) for p in doubling]]
     tried: dict[str, float] = {}
     best = None
-    for factor in factors:
-        nprobe = 1
-        while True:
+    for rung in ladder:
+        for nprobe, factor in rung:
             kind.index.nprobe = nprobe
             if factor is not None:
                 kind.rerank = factor
             _, found = kind.search(queries, kk)
             rec = round(recall_at_k(found, truth, own, RECALL_K), 4)
             tried[str(nprobe) if factor is None else f"{nprobe}x{factor}"] = rec
-            if best is None or rec > best[0]:
+            if best is None or rec > best[0] or rec >= recall_target:
                 best = (rec, nprobe, factor)
-            if rec >= recall_target or nprobe >= max_nprobe:
+            if rec >= recall_target:
                 break
-            nprobe = min(nprobe * 2, max_nprobe)
-        if rec >= recall_target:
-            best = (rec, nprobe, factor)
+        if best[0] >= recall_target:
             break
     rec, nprobe, factor = best
     kind.index.nprobe = nprobe

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .backends import resolve_backend
-from .kinds import KIND_FLAT, choose_kind
+from .kinds import choose_kind
 from .vector_index import VectorIndex, log as _log
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -70,8 +70,9 @@ def kind_mismatch(index: VectorIndex, n: int, kind: str, recall_target: float) -
             return f"recall target raised to {recall_target}"
         return None
     want = choose_kind(n, index.dim, "auto")
-    # a fallback to flat means the vectors lack cluster structure: trying again at another size would too
-    if want != index.kind and not (index.kind == KIND_FLAT and rec.fallback):
+    # a fallback means auto's pick was tried and missed the target (vectors without cluster structure): trying
+    # it again at another size would too
+    if want != index.kind and not rec.fallback:
         return f"auto picks {want!r} at {n} vectors (index is {index.kind!r})"
     return None
 
@@ -183,18 +184,11 @@ def _changes(index: VectorIndex, store: "ClipStore"):
     synced = time.time()
     held_gone = [c for c in store.tombstones.ids() if c in index]
     since = _dt.datetime.fromtimestamp(index.synced_at - SYNC_MARGIN_S, tz=_dt.timezone.utc)
-    ch = store.changes_since(since, held_gone)
-    seen: set[str] = set()
-    added, rows = [], []
-    for i, c in enumerate(ch.ids):
-        if c not in index and c not in seen:
-            seen.add(c)
-            added.append(c)
-            rows.append(i)
+    ch = store.changes_since(since, held_gone, held=index)
     removed = [c for c in held_gone if c not in ch.still_stored]
-    if len(index) + len(added) - len(removed) != ch.count:
+    if len(index) + len(ch.ids) - len(removed) != ch.count:
         return None
-    return synced, ch.version, added, ch.vectors[rows], removed, ch.count
+    return synced, ch.version, ch.ids, ch.vectors, removed, ch.count
 
 
 def _on(index: VectorIndex) -> str:

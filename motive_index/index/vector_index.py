@@ -177,18 +177,27 @@ class VectorIndex:
         if want != KIND_FLAT and n < IVF_MIN_N:
             info["fallback"] = f"{n} vectors: too few for {want} (< {IVF_MIN_N})"
         elif want != KIND_FLAT:
-            index, info = build_ivf_index(vectors, compressed=want == KIND_COMPRESSED, seed=seed)
-            built = (CompressedKind(index, FloatCopy(dim, folder)) if want == KIND_COMPRESSED
-                     else IvfKind(index))
-            built.add(labels, vectors)
-            tuned = tune(built, vectors, labels, recall_target, seed)
-            info.update({k: v for k, v in tuned.items() if k != "reached"})
-            if not tuned["reached"]:
-                info["fallback"] = (f"{want} recall@10 {tuned['recall_at_10']:.3f} < target {recall_target} at "
-                                    f"nprobe {tuned['nprobe']} (nlist {info['nlist']}"
-                                    + (f", re-rank x{tuned['rerank']}" if "rerank" in tuned else "")
-                                    + "): vectors lack cluster structure; exact search")
+            # auto's ivf that cannot reach the target tries compressed next: its codes can be scanned exhaustively
+            tries = [want] + ([KIND_COMPRESSED] if kind == "auto" and want == KIND_IVF else [])
+            short = ""  # why the attempts so far fell short
+            for attempt in tries:
+                index, train = build_ivf_index(vectors, compressed=attempt == KIND_COMPRESSED, seed=seed)
+                built = (CompressedKind(index, FloatCopy(dim, folder)) if attempt == KIND_COMPRESSED
+                         else IvfKind(index))
+                built.add(labels, vectors)
+                tuned = tune(built, vectors, labels, recall_target, seed)
+                info = {**train, **{k: v for k, v in tuned.items() if k != "reached"}}
+                if tuned["reached"]:
+                    if short:
+                        info["fallback"] = f"{short}; {attempt} instead"
+                    break
+                rerank = f", re-rank x{tuned['rerank']}" if "rerank" in tuned else ""
+                short += ("; " if short else "") + (
+                    f"{attempt} recall@10 {tuned['recall_at_10']:.3f} < target {recall_target} at nprobe "
+                    f"{tuned['nprobe']} (nlist {info['nlist']}{rerank}): vectors lack cluster structure")
                 built = None
+            if built is None:
+                info["fallback"] = f"{short}; exact search"
         if built is None:
             built = FlatKind.build(dim)
             built.add(labels, vectors)
