@@ -764,8 +764,8 @@ class ClipStore(_Pinned):
                 if cid not in held and cid not in seen:
                     seen.add(cid)
                     rowids.append(int(rid))
-            tables = [self._scan(["clip_id", "vector"], f"_rowid IN ({', '.join(map(str, chunk))})")
-                      for chunk in _chunks(rowids, _IN_CHUNK)]
+            tables = [self._clips.take_row_ids(chunk).select(["clip_id", "vector"]).to_arrow()
+                      for chunk in _chunks(rowids, _IN_CHUNK)]  # by row id: no scan of the vectors
             still: set[str] = set()
             for chunk in _chunks(gone, _IN_CHUNK):
                 still.update(self._scan(["clip_id"], _in_filter("clip_id", chunk)).column("clip_id").to_pylist())

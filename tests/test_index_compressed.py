@@ -73,7 +73,7 @@ def test_compressed_returns_exact_scores_at_the_recall_target(tmp_path, caplog):
     # the codes are a quarter of the floats; the floats are mapped from disk once saved
     assert index.resident_bytes < 0.5 * 3000 * DIM * 4 and index.mapped_bytes == 3000 * DIM * 4
     assert isinstance(index._kind.floats._segments[0].array, np.memmap)
-    segs = json.loads((tmp_path / "faiss.json").read_text())["segments"]
+    segs = json.loads((tmp_path / "faiss.json").read_text())["parts"][0]["segments"]
     assert [s["count"] for s in segs] == [3000]
     assert (tmp_path / "vectors" / segs[0]["name"]).stat().st_size == 3000 * DIM * 4
 
@@ -101,7 +101,7 @@ def test_compressed_save_load_and_catch_up_never_returns_removed(tmp_path, caplo
         assert not {c for c, _ in row} & set(gone)
     for i, row in enumerate(index.search(new[:10], 1)):  # each new clip is its own nearest neighbour
         assert row[0][0] == f"c{3000 + i}" and row[0][1] == pytest.approx(1.0, abs=1e-5)
-    segs = json.loads((tmp_path / "faiss.json").read_text())["segments"]
+    segs = json.loads((tmp_path / "faiss.json").read_text())["parts"][0]["segments"]
     assert [s["count"] for s in segs] == [3000, 100] and segs[1]["start"] == 3000
     again = VectorIndex.load(tmp_path)
     assert again.search(q, 10) == index.search(q, 10)
@@ -139,7 +139,7 @@ def test_unused_segments_are_deleted_after_a_rebuild(tmp_path, monkeypatch):
     monkeypatch.setattr(floatcopy, "UNUSED_GRACE_S", 0.0)
     index = open_index(ClipStore.open(tmp_path), tmp_path, kind="compressed")
     assert index.opened.action == "rebuild" and "change is large" in index.opened.reason
-    names = {s["name"] for s in json.loads((tmp_path / "faiss.json").read_text())["segments"]}
+    names = {s["name"] for s in json.loads((tmp_path / "faiss.json").read_text())["parts"][0]["segments"]}
     assert {p.name for p in (tmp_path / "vectors").iterdir()} == names and len(names) == 1
 
 

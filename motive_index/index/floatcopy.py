@@ -133,12 +133,12 @@ class FloatCopy:
     def to_meta(self) -> list[dict]:
         return [{"name": s.name, "start": s.start, "count": s.count} for s in self._segments]
 
-    def remove_unused(self, grace_s: float | None = None) -> int:
-        """Delete segment files in the folder that this copy does not use (after its index was saved) and
-        that are older than ``grace_s`` (default :data:`UNUSED_GRACE_S`)."""
+    def remove_unused(self, grace_s: float | None = None, also_used: set[str] = frozenset()) -> int:
+        """Delete segment files in the folder that neither this copy nor ``also_used`` names (after its index
+        was saved) and that are older than ``grace_s`` (default :data:`UNUSED_GRACE_S`)."""
         if self.folder is None or not self.folder.is_dir():
             return 0
-        used = {s.name for s in self._segments}
+        used = {s.name for s in self._segments} | set(also_used)
         cutoff = time.time() - (UNUSED_GRACE_S if grace_s is None else grace_s)
         gone = 0
         for p in self.folder.iterdir():

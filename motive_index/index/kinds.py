@@ -213,6 +213,10 @@ class IvfKind(Kind):
     def contents(self):
         return _ivf_contents(self.index, decode=True)
 
+    @property
+    def resident_bytes(self) -> int:
+        return _ivf_bytes(self.index)
+
 
 class CompressedKind(Kind):
     """8-bit scalar-quantized IVF codes in memory; candidates re-scored against the float copy."""
@@ -247,6 +251,15 @@ class CompressedKind(Kind):
         labels, _ = _ivf_contents(self.index, decode=False)
         labels = np.sort(labels)
         return labels, self.floats.rows(labels)
+
+    @property
+    def resident_bytes(self) -> int:
+        return _ivf_bytes(self.index)
+
+
+def _ivf_bytes(index) -> int:
+    """An IVF index's memory: codes and ids in its lists, and the coarse centroids (computed, not serialized)."""
+    return int(index.ntotal) * (int(index.code_size) + 8) + int(index.nlist) * int(index.d) * 4
 
 
 def rescore(floats: FloatCopy, q: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

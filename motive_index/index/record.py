@@ -25,6 +25,7 @@ class BuildRecord:
     fallback: str | None = None
     p50_ms: float | None = None
     build_seconds: float | None = None
+    shards: int | None = None       # parts searched as one (:meth:`VectorIndex.from_parts`); None: one index
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -31,6 +31,7 @@ from .floatcopy import FloatCopy
 from .kinds import (IVF_MIN_N, KIND_COMPRESSED, KIND_FLAT, KIND_IVF, RECALL_K, CompressedKind, FlatKind,
                     IvfKind, Kind, build_ivf_index, choose_kind, rescore, tune)
 from .record import BuildRecord
+from .shards import ShardedKind
 
 INDEX_FILE = "faiss.index"
 IDS_FILE = "faiss.ids"
@@ -208,6 +209,36 @@ class VectorIndex:
                                      "build_seconds": round(time.perf_counter() - t0, 3)})
         return self
 
+    @classmethod
+    def from_parts(cls, parts: Sequence["VectorIndex"], store_version: int) -> "VectorIndex":
+        """One index that searches ``parts`` as one (:mod:`.shards`): indexes of one kind and dim over disjoint
+        clips, e.g. each built by one worker from its share of the store. Its answers are those of one index
+        over all their vectors (exactly so for flat parts; ivf / compressed parts keep their own tuned
+        settings, and the record's recall@10 is the lowest of theirs). The parts' structures are taken over,
+        not copied: do not use the parts afterwards."""
+        parts = list(parts)
+        if not parts or any(isinstance(p._kind, ShardedKind) for p in parts):
+            raise ValueError("from_parts needs one or more indexes, none of them sharded")
+        offsets, labels, ids = [], [], []
+        offset = 0
+        for p in parts:
+            offsets.append(offset)
+            for lb, c in p._label_to_id.items():
+                labels.append(lb + offset)
+                ids.append(c)
+            offset += p._next_label
+        if len(set(ids)) != len(ids):
+            raise ValueError("the parts hold the same clip id more than once")
+        kind = ShardedKind([p._kind for p in parts], offsets)
+        recs = [p.record for p in parts]
+        fallbacks = sorted({r.fallback for r in recs if r.fallback})
+        record = BuildRecord(kind=kind.name, requested=recs[0].requested,
+                             recall_target=min(r.recall_target for r in recs), built_n=len(ids),
+                             recall_at_10=min(r.recall_at_10 for r in recs), nlist=None, nprobe=None, rerank=None,
+                             fallback="; ".join(fallbacks) or None,
+                             build_seconds=round(sum(r.build_seconds or 0.0 for r in recs), 3), shards=len(parts))
+        return cls(kind, labels, ids, store_version, record, next_label=offset)
+
     def _measure_p50_ms(self, vectors: np.ndarray, seed: int) -> float | None:
         n = len(vectors)
         if n == 0:
@@ -257,7 +288,7 @@ class VectorIndex:
     @property
     def mapped_bytes(self) -> int:
         """Bytes of the float copy a compressed index re-ranks with (memory-mapped once saved), else 0."""
-        return self._kind.floats.nbytes if isinstance(self._kind, CompressedKind) else 0
+        return sum(p.floats.nbytes for p, _ in self._parts() if isinstance(p, CompressedKind))
 
     @property
     def ids(self) -> list[str]:
@@ -298,9 +329,9 @@ class VectorIndex:
         return self
 
     def _make_copy(self, name: str, dev: str) -> DeviceCopy | None:
-        if name == "faiss-gpu":
-            return FaissGpuCopy(dev, self._kind.index, self.record.nprobe)
-        if name in ("torch-cpu", "torch-cuda"):
+        if name == "faiss-gpu" and not isinstance(self._kind, ShardedKind):
+            return FaissGpuCopy(dev, self._kind.index, self._kind.params().get("nprobe"))
+        if name in ("torch-cpu", "torch-cuda", "faiss-gpu"):  # a sharded index on a GPU: exact torch search
             labels, vectors = self._kind.contents()  # (N,), (N, dim)
             return TorchCopy(dev, labels, vectors)
         return None
@@ -451,77 +482,99 @@ class VectorIndex:
 
     # ---- persistence ----------------------------------------------------------------------------------------
 
+    def _parts(self) -> list[tuple[Kind, int]]:
+        """``(kind, label offset)`` of each part: one, or a sharded index's parts."""
+        k = self._kind
+        return list(zip(k.parts, k.offsets.tolist())) if isinstance(k, ShardedKind) else [(k, 0)]
+
     def save(self, index_dir: str | os.PathLike) -> None:
-        """Write ``faiss.index``, ``faiss.ids`` (and a compressed index's float segments), then ``faiss.json``,
-        each atomically, into ``index_dir``; then delete float segments no saved index names."""
+        """Write ``faiss.index`` (a sharded index: ``faiss.shard-<i>.index`` per part), ``faiss.ids`` (and a
+        compressed index's float segments), then ``faiss.json``, each atomically, into ``index_dir``; then
+        delete float segments no saved index names."""
         index_dir = Path(index_dir)
         index_dir.mkdir(parents=True, exist_ok=True)
-        floats = self._kind.floats if isinstance(self._kind, CompressedKind) else None
+        parts = self._parts()
         self._lock.acquire_read()  # a consistent state: no catch-up while serializing
         try:
-            data = _faiss().serialize_index(self._kind.index)  # uint8 array
+            blobs, part_meta = [], []
+            for i, (part, offset) in enumerate(parts):
+                blobs.append(memoryview(np.ascontiguousarray(_faiss().serialize_index(part.index))))
+                pm = {"file": INDEX_FILE if len(parts) == 1 else f"faiss.shard-{i}.index", "offset": offset,
+                      "params": part.params()}
+                if isinstance(part, CompressedKind):
+                    pm["segments"] = part.floats.save_to(index_dir)
+                part_meta.append(pm)
             labels = sorted(self._label_to_id)
             ids_blob = _ids_blob(labels, [self._label_to_id[lb] for lb in labels])
             meta = {"format": FORMAT, "kind": self.kind, "store_version": self.store_version, "count": len(self),
                     "dim": self.dim, "next_label": self._next_label,
                     "changes_since_build": self.changes_since_build, "synced_at": self.synced_at,
-                    "stats": self.record.to_dict()}
-            if floats is not None:
-                meta["segments"] = floats.save_to(index_dir)
+                    "stats": self.record.to_dict(), "parts": part_meta}
             unsaved = self.unsaved_changes
         finally:
             self._lock.release_read()
-        blob = memoryview(np.ascontiguousarray(data))
-        atomic_write(index_dir / INDEX_FILE, blob)
+        for pm, blob in zip(part_meta, blobs):
+            atomic_write(index_dir / pm["file"], blob)
+            pm.update({"index_bytes": blob.nbytes, "crc32": zlib.crc32(blob)})
         atomic_write(index_dir / IDS_FILE, ids_blob)
-        meta.update({"index_bytes": blob.nbytes, "crc32": zlib.crc32(blob), "ids_bytes": len(ids_blob),
-                     "ids_crc32": zlib.crc32(ids_blob)})
+        meta.update({"ids_bytes": len(ids_blob), "ids_crc32": zlib.crc32(ids_blob)})
         atomic_write(index_dir / META_FILE, json.dumps(meta).encode("utf-8"))
         self.unsaved_changes -= unsaved
         self.saved_at = time.time()
-        if floats is not None:
-            floats.remove_unused()
+        copies = [part.floats for part, _ in parts if isinstance(part, CompressedKind)]
+        if copies:
+            copies[0].remove_unused(also_used={m["name"] for c in copies for m in c.to_meta()})
 
     @classmethod
     def load(cls, index_dir: str | os.PathLike) -> "VectorIndex":
         """Read a saved index. ``FileNotFoundError`` if none; ``ValueError`` if the files are inconsistent."""
-        faiss = _faiss()
         index_dir = Path(index_dir)
-        meta_path, index_path = index_dir / META_FILE, index_dir / INDEX_FILE
-        if not meta_path.exists() or not index_path.exists():
+        meta_path = index_dir / META_FILE
+        if not meta_path.exists():
             raise FileNotFoundError(f"no saved FAISS index in {str(index_dir)!r}")
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             fmt = meta.get("format") if isinstance(meta, dict) else None
             raise ValueError(f"{str(meta_path)!r}: saved in format {fmt!r}, this version reads {FORMAT}")
         kind = meta.get("kind")
-        if kind not in (KIND_FLAT, KIND_IVF, KIND_COMPRESSED):
-            raise ValueError(f"{str(meta_path)!r}: unknown kind {kind!r}")
-        data = np.frombuffer(_read_checked(index_path, meta.get("index_bytes"), meta.get("crc32")), np.uint8)
+        if kind not in (KIND_FLAT, KIND_IVF, KIND_COMPRESSED) or not meta.get("parts"):
+            raise ValueError(f"{str(meta_path)!r}: unknown kind {kind!r} or no parts")
+        missing = [pm["file"] for pm in meta["parts"] if not (index_dir / pm["file"]).exists()]
+        if missing:
+            raise FileNotFoundError(f"no saved FAISS index in {str(index_dir)!r} ({', '.join(missing)} missing)")
         table = pa.ipc.open_file(pa.py_buffer(_read_checked(index_dir / IDS_FILE, meta.get("ids_bytes"),
                                                             meta.get("ids_crc32")))).read_all()
         labels, ids = table.column("label").to_pylist(), table.column("clip_id").to_pylist()
-        index = faiss.deserialize_index(data)
-        if index.ntotal != meta["count"] or len(ids) != meta["count"] or index.d != meta["dim"]:
-            raise ValueError(f"{str(index_dir)!r}: faiss index has {index.ntotal} x {index.d}, metadata says "
+        parts = [_load_part(index_dir, pm, kind, int(meta["dim"])) for pm in meta["parts"]]
+        built = parts[0] if len(parts) == 1 else ShardedKind(parts, [int(pm["offset"]) for pm in meta["parts"]])
+        if built.ntotal != meta["count"] or len(ids) != meta["count"] or built.dim != meta["dim"]:
+            raise ValueError(f"{str(index_dir)!r}: faiss index has {built.ntotal} x {built.dim}, metadata says "
                              f"{meta['count']} x {meta['dim']} with {len(ids)} ids")
-        record = BuildRecord.from_dict(meta.get("stats") or {"kind": kind, "requested": kind,
-                                                              "recall_target": 0.95, "built_n": len(ids)})
-        expect = {KIND_FLAT: faiss.IndexIDMap2, KIND_IVF: faiss.IndexIVFFlat,
-                  KIND_COMPRESSED: faiss.IndexIVFScalarQuantizer}[kind]
-        if not isinstance(index, expect) or record.kind != kind:
-            raise ValueError(f"{str(index_path)!r} is a {type(index).__name__} ({record.kind}), expected "
-                             f"{expect.__name__} ({kind})")
-        if kind == KIND_FLAT:
-            built: Kind = FlatKind(index)
-        elif kind == KIND_IVF:
-            built = IvfKind(index)
-        else:
-            built = CompressedKind(index, FloatCopy.load(index_dir, int(meta["dim"]), meta.get("segments") or []))
-        built.set_params(record.search_params())
+        record = BuildRecord.from_dict(meta.get("stats") or {})
+        if record.kind != kind:
+            raise ValueError(f"{str(meta_path)!r}: kind {kind!r}, its record says {record.kind!r}")
         self = cls(built, labels, ids, meta["store_version"], record, next_label=meta["next_label"],
                    changes_since_build=int(meta.get("changes_since_build", 0)))
         synced = meta.get("synced_at")
         self.synced_at = float(synced) if isinstance(synced, (int, float)) else None
         self.saved_at = time.time()
         return self
+
+
+def _load_part(index_dir: Path, pm: dict, kind: str, dim: int) -> Kind:
+    faiss = _faiss()
+    path = index_dir / pm["file"]
+    index = faiss.deserialize_index(np.frombuffer(_read_checked(path, pm.get("index_bytes"), pm.get("crc32")),
+                                                  np.uint8))
+    expect = {KIND_FLAT: faiss.IndexIDMap2, KIND_IVF: faiss.IndexIVFFlat,
+              KIND_COMPRESSED: faiss.IndexIVFScalarQuantizer}[kind]
+    if not isinstance(index, expect):
+        raise ValueError(f"{str(path)!r} is a {type(index).__name__}, expected {expect.__name__} ({kind})")
+    if kind == KIND_FLAT:
+        part: Kind = FlatKind(index)
+    elif kind == KIND_IVF:
+        part = IvfKind(index)
+    else:
+        part = CompressedKind(index, FloatCopy.load(index_dir, dim, pm.get("segments") or []))
+    part.set_params(pm.get("params") or {})
+    return part
