@@ -52,3 +52,19 @@ def test_run_all_quick_prints_every_trust_table():
         assert 0.0 <= precision <= 1.0
     assert quality["influence mse, flow mask, mask-swap"][3].strip()  # the donor column is filled for swaps
     assert re.search(r"\| total \| \d+ \|", text)
+
+
+def test_search_benchmark_json_has_every_field():
+    """`benchmarks/search.py --json`: one JSON object per (data, kind) with the fields the issue names."""
+    import json
+
+    text = _run("benchmarks/search.py", "--n", "4000", "--dim", "32", "--data", "clustered", "--kind",
+                "compressed", "--clusters", "40", "--queries", "20", "--batch", "50", "--json")
+    rows = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    assert len(rows) == 1
+    r = rows[0]
+    for key in ("n", "dim", "kind", "build_s", "p50_ms", "p99_ms", "batch_qps", "recall_at_10", "resident_bytes",
+                "catchup_ms", "add_10k_s"):
+        assert key in r, key
+    assert r["n"] == 4000 and r["kind"] == "compressed" and r["built"] == "compressed" and r["add_ok"]
+    assert r["recall_at_10"] >= 0.9 and 0 < r["resident_bytes"] < 4000 * 32 * 4 and r["catchup_ms"] > 0

@@ -215,7 +215,7 @@ def test_search_while_catching_up_on_the_torch_backend(tmp_path):
         for t in threads:
             t.join()
     assert not errors
-    assert sorted(index.ids) == sorted(ids) and sorted(index._copy.row_labels.tolist()) == sorted(index._label_to_id)
+    assert sorted(index.ids) == sorted(ids) and sorted(index._copy.row_labels.tolist()) == index._ids.labels().tolist()
 
 
 # ---- device errors ------------------------------------------------------------------------------------------

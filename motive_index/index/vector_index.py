@@ -24,10 +24,12 @@ from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 
 from .._io import atomic_write
 from .backends import DeviceCopy, FaissGpuCopy, TorchCopy, _faiss, resolve_backend
 from .floatcopy import FloatCopy
+from .idmap import IdMap
 from .kinds import (IVF_MIN_N, KIND_COMPRESSED, KIND_FLAT, KIND_IVF, RECALL_K, CompressedKind, FlatKind,
                     IvfKind, Kind, build_ivf_index, choose_kind, rescore, tune)
 from .record import BuildRecord
@@ -98,11 +100,10 @@ def _as_matrix(vectors, n_ids: int) -> np.ndarray:
     return vectors
 
 
-def _ids_blob(labels: list[int], ids: list[str]) -> bytes:
+def _ids_blob(labels: np.ndarray, ids: pa.Array) -> bytes:
     sink = pa.BufferOutputStream()
     with pa.ipc.new_file(sink, _IDS_SCHEMA) as w:
-        w.write_table(pa.table({"label": pa.array(labels, pa.int64()), "clip_id": pa.array(ids, pa.string())},
-                               schema=_IDS_SCHEMA))
+        w.write_table(pa.table({"label": pa.array(labels, pa.int64()), "clip_id": ids}, schema=_IDS_SCHEMA))
     return sink.getvalue().to_pybytes()
 
 
@@ -130,12 +131,8 @@ class VectorIndex:
         if kind.ntotal != len(ids) or len(ids) != len(labels):
             raise ValueError(f"index has {kind.ntotal} vectors but {len(ids)} ids and {len(labels)} labels")
         self._kind = kind
-        self._label_to_id: dict[int, str] = {int(lb): c for lb, c in zip(labels, ids)}
-        self._id_to_label: dict[str, int] = {c: int(lb) for lb, c in zip(labels, ids)}
-        if len(self._label_to_id) != len(ids) or len(self._id_to_label) != len(ids):
-            raise ValueError("duplicate ids or labels")
-        self._next_label = int(next_label if next_label is not None
-                               else (max(self._label_to_id) + 1 if self._label_to_id else 0))
+        self._ids = IdMap(labels, ids)  # clip id <-> label
+        self._next_label = max(int(next_label if next_label is not None else 0), self._ids.span)
         self.store_version = int(store_version)
         self.record = record
         self.changes_since_build = int(changes_since_build)
@@ -223,11 +220,12 @@ class VectorIndex:
         offset = 0
         for p in parts:
             offsets.append(offset)
-            for lb, c in p._label_to_id.items():
-                labels.append(lb + offset)
-                ids.append(c)
+            lbs, cids = p._ids.arrow()
+            labels.append(lbs + offset)
+            ids.append(cids)
             offset += p._next_label
-        if len(set(ids)) != len(ids):
+        labels, ids = np.concatenate(labels), pa.concat_arrays(ids)
+        if len(pa.compute.unique(ids)) != len(ids):
             raise ValueError("the parts hold the same clip id more than once")
         kind = ShardedKind([p._kind for p in parts], offsets)
         recs = [p.record for p in parts]
@@ -295,7 +293,7 @@ class VectorIndex:
         """Clip ids, in label order (a copy)."""
         self._lock.acquire_read()
         try:
-            return [self._label_to_id[lb] for lb in sorted(self._label_to_id)]
+            return self._ids.ids()
         finally:
             self._lock.release_read()
 
@@ -303,7 +301,7 @@ class VectorIndex:
         return self._kind.ntotal
 
     def __contains__(self, clip_id: str) -> bool:
-        return clip_id in self._id_to_label
+        return clip_id in self._ids
 
     def __repr__(self) -> str:
         return f"VectorIndex(kind={self.kind!r}, n={len(self)}, dim={self.dim}, store_version={self.store_version})"
@@ -377,8 +375,8 @@ class VectorIndex:
             if n == 0 or q.shape[0] == 0:
                 return [[] for _ in range(q.shape[0])]
             scores, labels = self._search_labels(q, min(int(k), n))  # (B, kk), (B, kk)
-            ids = self._label_to_id
-            out = [[(ids[lb], float(s)) for lb, s in zip(lrow, srow) if lb >= 0]
+            id_of = self._ids.id_of
+            out = [[(id_of(lb), float(s)) for lb, s in zip(lrow, srow) if lb >= 0]
                    for lrow, srow in zip(labels.tolist(), scores.tolist())]
         finally:
             self._lock.release_read()
@@ -397,7 +395,7 @@ class VectorIndex:
             return cached[2]
         self._lock.acquire_read()
         try:
-            n = sum(1 for c in clip_ids if c in self._id_to_label)
+            n = sum(1 for c in clip_ids if c in self._ids)
         finally:
             self._lock.release_read()
         self._held_cache = (key, clip_ids, n)
@@ -407,9 +405,10 @@ class VectorIndex:
 
     def diff(self, store_ids: Sequence[str]) -> tuple[list[str], list[str]]:
         """``(added, removed)``: ids in ``store_ids`` not indexed, and indexed ids not in ``store_ids``."""
-        store_set = set(store_ids)
-        added = [c for c in dict.fromkeys(store_ids) if c not in self._id_to_label]
-        removed = [c for c in self._id_to_label if c not in store_set]
+        held = self._ids.ids()
+        store_set, held_set = set(store_ids), set(held)
+        added = [c for c in dict.fromkeys(store_ids) if c not in held_set]
+        removed = [c for c in held if c not in store_set]
         return added, removed
 
     def catch_up(self, ids: Sequence[str], vectors: np.ndarray, store_version: int) -> tuple[int, int]:
@@ -446,25 +445,22 @@ class VectorIndex:
             seen: set[str] = set()
             keep = []  # the first occurrence of each id not held
             for i, c in enumerate(added):
-                if c not in self._id_to_label and c not in seen:
+                if c not in seen and c not in self._ids:
                     seen.add(c)
                     keep.append(i)
             added = [added[i] for i in keep]
             new_vecs = _as_matrix(vectors[keep] if keep else np.zeros((0, self.dim)), len(added))
-            removed = [c for c in dict.fromkeys(removed) if c in self._id_to_label]
-            rm = np.array([self._id_to_label[c] for c in removed], dtype=np.int64)
+            found = [(c, self._ids.label(c)) for c in dict.fromkeys(removed)]
+            removed = [c for c, lb in found if lb is not None]
+            rm = np.array([lb for _, lb in found if lb is not None], dtype=np.int64)
             new_labels = np.arange(self._next_label, self._next_label + len(added), dtype=np.int64)
             if removed:
                 self._kind.remove(rm)
-                for c, lb in zip(removed, rm.tolist()):
-                    del self._id_to_label[c]
-                    del self._label_to_id[lb]
+                self._ids.remove(rm)
             if added:
                 self._kind.add(new_labels, new_vecs)
+                self._ids.add(added, int(new_labels[0]))
                 self._next_label += len(added)
-                for c, lb in zip(added, new_labels.tolist()):
-                    self._id_to_label[c] = lb
-                    self._label_to_id[lb] = c
             if self._copy is not None and (removed or added):
                 try:
                     self._copy.update(self._kind.index, rm, new_labels, new_vecs)
@@ -504,8 +500,7 @@ class VectorIndex:
                 if isinstance(part, CompressedKind):
                     pm["segments"] = part.floats.save_to(index_dir)
                 part_meta.append(pm)
-            labels = sorted(self._label_to_id)
-            ids_blob = _ids_blob(labels, [self._label_to_id[lb] for lb in labels])
+            ids_blob = _ids_blob(*self._ids.arrow())
             meta = {"format": FORMAT, "kind": self.kind, "store_version": self.store_version, "count": len(self),
                     "dim": self.dim, "next_label": self._next_label,
                     "changes_since_build": self.changes_since_build, "synced_at": self.synced_at,
@@ -544,7 +539,7 @@ class VectorIndex:
             raise FileNotFoundError(f"no saved FAISS index in {str(index_dir)!r} ({', '.join(missing)} missing)")
         table = pa.ipc.open_file(pa.py_buffer(_read_checked(index_dir / IDS_FILE, meta.get("ids_bytes"),
                                                             meta.get("ids_crc32")))).read_all()
-        labels, ids = table.column("label").to_pylist(), table.column("clip_id").to_pylist()
+        labels, ids = table.column("label").to_numpy(), table.column("clip_id")
         parts = [_load_part(index_dir, pm, kind, int(meta["dim"])) for pm in meta["parts"]]
         built = parts[0] if len(parts) == 1 else ShardedKind(parts, [int(pm["offset"]) for pm in meta["parts"]])
         if built.ntotal != meta["count"] or len(ids) != meta["count"] or built.dim != meta["dim"]:
