@@ -211,9 +211,11 @@ def bench_kind(name, kind, data, n, single, batch, truth, args, store_dir: Path 
     if rec.kind in ("ivf", "compressed"):
         note = f"nlist {rec.nlist}, nprobe {rec.nprobe}" + (f", re-rank x{rec.rerank}" if rec.rerank else "") \
             + f", tuned recall@10 {rec.recall_at_10}"
-    if rec.fallback:
+    if rec.fallback and rec.kind == "flat":
         best = max(rec.recall_by_nprobe.items(), key=lambda kv: kv[1]) if rec.recall_by_nprobe else ("-", "-")
         note = f"fell back to flat: best {base_kind} recall@10 {best[1]} at nprobe {best[0]}"
+    elif rec.fallback:  # auto's ivf missed the target: compressed instead
+        note = f"{rec.fallback.split(':')[0]}; {rec.kind} instead: " + note
     out = {"data": name, "n": n, "dim": data.shape[1], "kind": kind, "built": index.kind + (
         f" ({index.backend} on {index.device})" if index.backend != "faiss-cpu" else ""), "build_s": build,
         "p50_ms": pct(times, 50), "p99_ms": pct(times, 99), "batch_qps": len(batch) / bt,

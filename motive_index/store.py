@@ -40,7 +40,7 @@ import uuid
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Container, Iterable, NamedTuple
+from typing import Any, Collection, Iterable, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -744,12 +744,13 @@ class ClipStore(_Pinned):
         return version, ids, vectors
 
     def changes_since(self, since: _dt.datetime, maybe_gone: Iterable[str],
-                      held: Container[str] = ()) -> "StoreChanges":
+                      held: Collection[str] = ()) -> "StoreChanges":
         """What an index last synced at ``since`` needs to catch up, read from one table version without
         reading the whole snapshot: the clips whose ``added_at`` is at or after ``since`` and that ``held``
         does not hold (ids and vectors: the ids of the recent rows are read first, then the vectors of the new
-        ones only), which of ``maybe_gone`` (e.g. tombstoned ids the index holds) are still stored, and the
-        row count (the caller's check that nothing was missed)."""
+        ones only), which of ``maybe_gone`` (e.g. tombstoned ids the index holds) are still stored (looked up
+        only when the counts say some are: ``len(held)`` is then the number ``held`` holds), and the row count
+        (the caller's check that nothing was missed)."""
         since = since.astimezone(_dt.timezone.utc) if since.tzinfo else since.replace(tzinfo=_dt.timezone.utc)
         where = f"added_at >= arrow_cast('{since.isoformat()}', 'Timestamp(Microsecond, Some(\"UTC\"))')"
         gone = list(dict.fromkeys(maybe_gone))
@@ -767,8 +768,11 @@ class ClipStore(_Pinned):
             tables = [self._clips.take_row_ids(chunk).select(["clip_id", "vector"]).to_arrow()
                       for chunk in _chunks(rowids, _IN_CHUNK)]  # by row id: no scan of the vectors
             still: set[str] = set()
-            for chunk in _chunks(gone, _IN_CHUNK):
-                still.update(self._scan(["clip_id"], _in_filter("clip_id", chunk)).column("clip_id").to_pylist())
+            new = len(rowids)
+            if gone and count != len(held) + new - len(gone):  # some of them are still stored: which ones
+                for chunk in _chunks(gone, _IN_CHUNK):
+                    still.update(self._scan(["clip_id"], _in_filter("clip_id", chunk)).column("clip_id")
+                                 .to_pylist())
         ids: list[str] = []
         parts = []
         for t in tables:
