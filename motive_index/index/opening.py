@@ -154,8 +154,10 @@ def open_index(store: "ClipStore", index_dir: str | os.PathLike | None = None,
                          index_dir, len(added), len(removed), was, version, len(index), index.kind,
                          "changes read" if quick else "snapshot read", _on(index))
                 return index
-    synced = time.time()
-    version, ids, vectors = snap if snap is not None else store.snapshot()
+    if snap is None:
+        synced = time.time()  # before the read: a row committed during it is caught by the next catch-up
+        snap = store.snapshot()
+    version, ids, vectors = snap
     new = VectorIndex.build(ids, vectors, version, kind=kind, recall_target=recall_target)
     new.synced_at = synced
     _save(new, index_dir, log)

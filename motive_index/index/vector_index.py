@@ -155,10 +155,11 @@ class VectorIndex:
               ) -> "VectorIndex":
         """Index ``vectors`` (``(N, dim)``, row ``i`` for ``ids[i]``) as read at ``store_version``.
 
-        ``kind``: ``flat``, ``ivf``, ``compressed`` or ``auto`` (:func:`~.kinds.choose_kind`); an ``ivf`` or
-        ``compressed`` index that cannot reach ``recall_target`` (recall@10 on the vectors themselves) falls
-        back to ``flat``. ``folder``: where a ``compressed`` index writes its float copy now (default: held in
-        RAM until :meth:`save`).
+        ``kind``: ``flat``, ``ivf``, ``compressed`` or ``auto`` (:func:`~.kinds.choose_kind`). An ``ivf``
+        index that cannot reach ``recall_target`` (recall@10 on the vectors themselves) falls back to ``flat``,
+        or, when ``auto`` asked for it, to ``compressed`` (which scans every list if it must, so it falls back
+        to ``flat`` only if even that misses). ``folder``: where a ``compressed`` index writes its float copy
+        now (default: held in RAM until :meth:`save`); ``vectors`` may be a memory map (read in chunks).
         """
         t0 = time.perf_counter()
         ids = list(ids)
@@ -201,7 +202,7 @@ class VectorIndex:
             built.add(labels, vectors)
             info.update({"nlist": None, "nprobe": None, "rerank": None, "recall_at_10": 1.0})
         record = BuildRecord(kind=built.name, requested=kind, recall_target=recall_target, built_n=n, **info)
-        self = cls(built, labels.tolist(), ids, store_version, record, next_label=n)
+        self = cls(built, labels, ids, store_version, record, next_label=n)
         self.record = BuildRecord(**{**record.to_dict(), "p50_ms": self._measure_p50_ms(vectors, seed),
                                      "build_seconds": round(time.perf_counter() - t0, 3)})
         return self
