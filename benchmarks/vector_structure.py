@@ -36,7 +36,7 @@ from search import unit_clustered, unit_random  # noqa: E402
 
 
 def structure(name: str, vecs: np.ndarray, seed: int = 0) -> dict:
-    from motive_index.index import VectorIndex, choose_kind, choose_nlist
+    from motive_index.index import IVF_MIN_N, VectorIndex, choose_kind, choose_nlist
 
     n, dim = vecs.shape
     vecs = np.ascontiguousarray(vecs / np.linalg.norm(vecs, axis=1, keepdims=True), np.float32)
@@ -56,11 +56,15 @@ def structure(name: str, vecs: np.ndarray, seed: int = 0) -> dict:
     nlist = choose_nlist(n)
     reach = next((int(p) for p, r in curve.items() if r >= 0.95), None)
     auto = VectorIndex.build([f"v{i}" for i in range(n)], vecs, 1, kind="auto", seed=seed)
+    tried = n >= IVF_MIN_N
     at_1m = choose_kind(1_000_000, dim)
-    if at_1m == "ivf" and reach is None:
+    if not tried:
+        at_1m = f"- (ivf not tried below {IVF_MIN_N} vectors)"
+    elif at_1m == "ivf" and reach is None:
         at_1m = "compressed (ivf misses the target)"
     return {"name": name, "n": n, "dim": dim, "nlist": nlist, "curve": curve,
-            "reach": f"{reach} ({reach / nlist:.0%} of lists)" if reach else f"none up to nprobe {nlist // 4}",
+            "reach": (f"{reach} ({reach / nlist:.0%} of lists)" if reach else
+                      f"none up to nprobe {max(1, nlist // 4)}" if tried else "-"),
             "contrast": contrast, "pair_mean": float(pairs.mean()), "top10": float(top10.mean()), "pr": pr,
             "auto_here": auto.kind, "auto_1m": at_1m, "build_s": build_s}
 
@@ -85,9 +89,9 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--index", type=Path, default=None, help="an index already built (skips the build)")
-    ap.add_argument("--quick", action="store_true", help="60 clips: a smoke run")
+    ap.add_argument("--quick", action="store_true", help="300 clips: a smoke run (IVF is not tried below 256)")
     args = ap.parse_args()
-    clips = 60 if args.quick else args.clips
+    clips = 300 if args.quick else args.clips
     from motive_index.api import MotiveIndex
 
     with tempfile.TemporaryDirectory(prefix="vector-structure-") as tmp:
