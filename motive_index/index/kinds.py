@@ -228,11 +228,11 @@ class CompressedKind(Kind):
         self.floats = floats
         self.rerank = int(rerank)
 
-    def candidates(self, q: np.ndarray, k: int) -> int:
+    def candidates(self, k: int) -> int:
         return min(self.ntotal, max(k * self.rerank, k + 32))
 
     def search(self, q, k):
-        _, cand = _ivf_search(self.index, q, self.candidates(q, k))  # (B, R) labels, approximate order
+        _, cand = _ivf_search(self.index, q, self.candidates(k))  # (B, R) labels, approximate order
         return rescore(self.floats, q, cand, k)
 
     def add(self, labels, vectors) -> None:

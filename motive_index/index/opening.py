@@ -17,11 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 
 from .backends import resolve_backend
 from .kinds import choose_kind
-from .vector_index import VectorIndex, log as _log
+from .vector_index import VectorIndex, log as _log, positions
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..store import ClipStore
@@ -125,7 +124,7 @@ def open_index(store: "ClipStore", index_dir: str | os.PathLike | None = None,
             snap = store.snapshot()
             version, ids, vectors = snap
             added, removed = index.diff(ids)
-            rows = vectors[_positions(ids, added)] if added else np.zeros((0, dim), np.float32)
+            rows = vectors[positions(ids, added)]
             n_now = len(ids)
         else:
             synced, version, added, rows, removed, n_now = quick
@@ -171,17 +170,12 @@ def open_index(store: "ClipStore", index_dir: str | os.PathLike | None = None,
     return new
 
 
-def _positions(ids: list[str], wanted: list[str]) -> list[int]:
-    pos = {c: i for i, c in enumerate(ids)}
-    return [pos[c] for c in wanted]
-
-
 def _changes(index: VectorIndex, store: "ClipStore"):
     """``(synced, version, added, vectors, removed, n)`` read from the store's changes since the index's last
     sync (:meth:`~motive_index.store.ClipStore.changes_since`: rows added since then, less
     :data:`SYNC_MARGIN_S`; removals from the tombstones the index holds), or None when the index was never
     synced or the counts do not add up (a change this read cannot see: the caller reads the snapshot)."""
-    if index.synced_at is None or not hasattr(store, "changes_since"):
+    if index.synced_at is None:
         return None
     synced = time.time()
     held_gone = [c for c in store.tombstones.ids() if c in index]

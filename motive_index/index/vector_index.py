@@ -100,6 +100,12 @@ def _as_matrix(vectors, n_ids: int) -> np.ndarray:
     return vectors
 
 
+def positions(ids: Sequence[str], wanted: Sequence[str]) -> list[int]:
+    """The row of each of ``wanted`` in ``ids``."""
+    pos = {c: i for i, c in enumerate(ids)} if wanted else {}
+    return [pos[c] for c in wanted]
+
+
 def _ids_blob(labels: np.ndarray, ids: pa.Array) -> bytes:
     sink = pa.BufferOutputStream()
     with pa.ipc.new_file(sink, _IDS_SCHEMA) as w:
@@ -344,7 +350,7 @@ class VectorIndex:
                 if found is not None:
                     return found
             else:  # compressed codes on the GPU: its candidates, re-scored exactly here
-                found = copy.search(q, self._kind.candidates(q, k))
+                found = copy.search(q, self._kind.candidates(k))
                 if found is not None:
                     return rescore(self._kind.floats, q, found[1], k)
         return self._kind.search(q, k)
@@ -419,17 +425,20 @@ class VectorIndex:
         removed)``.
         """
         ids = list(ids)
-        vectors = np.asarray(vectors)
-        if vectors.ndim != 2 or vectors.shape[0] != len(ids) or (len(ids) and vectors.shape[1] != self.dim):
-            raise ValueError(f"vectors shape {vectors.shape} does not match {len(ids)} ids of dim {self.dim}")
+        vectors = self._rows_for(ids, vectors)
         self._lock.acquire_read()
         try:
             added, removed = self.diff(ids)
         finally:
             self._lock.release_read()
-        pos = {c: i for i, c in enumerate(ids)} if added else {}
-        rows = vectors[[pos[c] for c in added]] if added else np.zeros((0, self.dim), np.float32)
-        return self.apply(added, rows, removed, store_version)
+        return self.apply(added, vectors[positions(ids, added)], removed, store_version)
+
+    def _rows_for(self, ids: list[str], vectors) -> np.ndarray:
+        """``vectors`` as an array, checked to hold one ``dim``-wide row per id."""
+        vectors = np.asarray(vectors)
+        if vectors.ndim != 2 or vectors.shape[0] != len(ids) or (len(ids) and vectors.shape[1] != self.dim):
+            raise ValueError(f"vectors shape {vectors.shape} does not match {len(ids)} ids of dim {self.dim}")
+        return vectors
 
     def apply(self, added: Sequence[str], vectors: np.ndarray, removed: Sequence[str], store_version: int
               ) -> tuple[int, int]:
@@ -438,9 +447,7 @@ class VectorIndex:
         again, ids not held are not removed. Searches in other threads wait while this runs and then see the
         new state. Returns ``(added, removed)`` counts."""
         added = list(added)
-        vectors = np.asarray(vectors)
-        if vectors.ndim != 2 or vectors.shape[0] != len(added) or (len(added) and vectors.shape[1] != self.dim):
-            raise ValueError(f"vectors shape {vectors.shape} does not match {len(added)} ids of dim {self.dim}")
+        vectors = self._rows_for(added, vectors)
         self._lock.acquire_write()
         try:
             seen: set[str] = set()
