@@ -1,14 +1,15 @@
 """Search cost, memory and recall per index kind, on random and on clustered unit vectors: a table, or JSON.
 
     python benchmarks/search.py [--n 1000000] [--dim 512] [--data random,clustered]
-                                [--kind flat,ivf,compressed,numpy] [--json] [--queries 200] [--batch 1000]
+                                [--kind flat,ivf,compressed,hnsw,numpy] [--json] [--queries 200] [--batch 1000]
                                 [--clusters 1000] [--catchup-n N] [--stream] [--device cuda]
 
 For each data set (random unit vectors; unit vectors around ``--clusters`` Gaussian cluster centres) and each
 kind (``flat``: exact FAISS, single queries by one BLAS product; ``ivf``: IVF at the nprobe that
 ``VectorIndex.build`` tuned to recall@10 >= 0.95 on the stored vectors, or its fallback to flat;
 ``compressed``: 8-bit IVF codes whose candidates are re-scored exactly against the float copy, tuned the same
-way after the re-rank; ``auto``: what ``auto`` picks at N; ``numpy``: a brute-force NumPy scan, the baseline
+way after the re-rank; ``hnsw``: a FAISS HNSW graph (M 32) at the efSearch tuned the same way, removals as
+tombstones filtered in the search; ``auto``: what ``auto`` picks at N; ``numpy``: a brute-force NumPy scan, the baseline
 measured in the same run), it measures:
 
 - ``build_s``: seconds to build from the vectors (a NumPy array, or with ``--stream`` a float32 memory map the
@@ -211,9 +212,12 @@ def bench_kind(name, kind, data, n, single, batch, truth, args, store_dir: Path 
     if rec.kind in ("ivf", "compressed"):
         note = f"nlist {rec.nlist}, nprobe {rec.nprobe}" + (f", re-rank x{rec.rerank}" if rec.rerank else "") \
             + f", tuned recall@10 {rec.recall_at_10}"
+    elif rec.kind == "hnsw":
+        note = f"efSearch {rec.ef_search}, tuned recall@10 {rec.recall_at_10}"
     if rec.fallback and rec.kind == "flat":
         best = max(rec.recall_by_nprobe.items(), key=lambda kv: kv[1]) if rec.recall_by_nprobe else ("-", "-")
-        note = f"fell back to flat: best {base_kind} recall@10 {best[1]} at nprobe {best[0]}"
+        at = "efSearch" if base_kind == "hnsw" else "nprobe"
+        note = f"fell back to flat: best {base_kind} recall@10 {best[1]} at {at} {best[0]}"
     elif rec.fallback:  # auto's ivf missed the target: compressed instead
         note = f"{rec.fallback.split(':')[0]}; {rec.kind} instead: " + note
     out = {"data": name, "n": n, "dim": data.shape[1], "kind": kind, "built": index.kind + (
@@ -290,7 +294,7 @@ def main() -> None:
     ap.add_argument("--recall-target", type=float, default=0.95)
     ap.add_argument("--data", default="random,clustered")
     ap.add_argument("--kind", default="flat,ivf,compressed,numpy",
-                    help="comma-separated: auto, flat, ivf, compressed, numpy (and torch / KIND@gpu with --device)")
+                    help="comma-separated: auto, flat, ivf, compressed, hnsw, numpy (and torch / KIND@gpu with --device)")
     ap.add_argument("--catchup-n", type=int, default=None,
                     help="rows in the LanceDB store the catch-up is timed on (default: N up to 1 M; 0 skips)")
     ap.add_argument("--stream", action="store_true",

@@ -323,6 +323,10 @@ def _search_text(st: dict) -> str:
         rerank = f", exact re-rank of {st['rerank']} x k candidates" if st.get("rerank") else ""
         text += (f" (nlist {st.get('nlist')}, nprobe {st.get('nprobe')}{rerank}, measured recall@10 "
                  f"{st.get('recall_at_10')})")
+    elif kind == "hnsw":
+        text += (f" (efSearch {st.get('ef_search')}, measured recall@10 {st.get('recall_at_10')}, "
+                 f"{st.get('tombstones', 0)} removed clips filtered"
+                 + (", rebuilding in the background" if st.get("rebuilding") else "") + ")")
     if st.get("fallback"):
         text += f" (fallback: {st['fallback']})"
     if st.get("p50_ms") is not None:

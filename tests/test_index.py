@@ -200,7 +200,7 @@ def test_auto_picks_flat_for_small_n(tmp_path):
     from motive_index.index import choose_kind
     assert choose_kind(10_000, 512) == "flat" and choose_kind(1_000_000, 512) == "ivf"
     with pytest.raises(ValueError):
-        open_index(store, tmp_path, kind="hnsw")
+        open_index(store, tmp_path, kind="annoy")
 
 
 def test_ivf_on_clustered_reaches_recall_target_and_reports_it(tmp_path, caplog):

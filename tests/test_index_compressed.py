@@ -193,8 +193,9 @@ def test_auto_picks_compressed_above_its_size(tmp_path, monkeypatch):
     _add(store, _clustered(1200, seed=4), start=800)
     index = open_index(ClipStore.open(tmp_path), tmp_path)
     assert index.kind == "compressed" and "auto picks 'compressed'" in index.opened.reason
-    with pytest.raises(ValueError, match="hnsw"):
-        choose_kind(10, 10, "hnsw")
+    with pytest.raises(ValueError, match="annoy"):
+        choose_kind(10, 10, "annoy")
+    assert choose_kind(10 ** 9, 512) == "compressed" and choose_kind(10, 10, "hnsw") == "hnsw"  # never auto's
 
 
 def test_compressed_on_torch_is_exact(tmp_path):

@@ -156,7 +156,8 @@ class DeviceCopy:
     def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:  # pragma: no cover
         raise NotImplementedError
 
-    def update(self, cpu_index, removed: np.ndarray, new_labels: np.ndarray, new_vecs: np.ndarray) -> None:
+    def update(self, kind, removed: np.ndarray, new_labels: np.ndarray, new_vecs: np.ndarray) -> None:
+        """Follow a catch-up of the CPU index ``kind`` (a :class:`~.kinds.Kind`, already updated)."""
         raise NotImplementedError  # pragma: no cover
 
 
@@ -189,9 +190,9 @@ class FaissGpuCopy(DeviceCopy):
         with self._lock:
             return self._gpu.search(q, k)
 
-    def update(self, cpu_index, removed, new_labels, new_vecs) -> None:
+    def update(self, kind, removed, new_labels, new_vecs) -> None:
         self._gpu = None  # GPU indexes cannot remove ids: copy the caught-up CPU index again
-        self._copy(cpu_index)
+        self._copy(kind.index)
 
 
 class TorchCopy(DeviceCopy):
@@ -211,7 +212,7 @@ class TorchCopy(DeviceCopy):
     def search(self, q, k):
         return _torch_topk(self.mat, self.row_labels, q, k)
 
-    def update(self, cpu_index, removed, new_labels, new_vecs) -> None:
+    def update(self, kind, removed, new_labels, new_vecs) -> None:
         torch = _torch()
         if len(removed):
             keep = ~np.isin(self.row_labels, removed)  # (N,)
@@ -221,8 +222,8 @@ class TorchCopy(DeviceCopy):
             add = torch.from_numpy(np.ascontiguousarray(new_vecs, dtype=np.float32)).to(self.mat.device)
             self.mat = torch.cat([self.mat, add])  # (N', dim)
             self.row_labels = np.concatenate([self.row_labels, np.asarray(new_labels, np.int64)])
-        if self.mat.shape[0] != cpu_index.ntotal or len(self.row_labels) != cpu_index.ntotal:
-            raise RuntimeError(f"torch copy has {self.mat.shape[0]} rows, the index {cpu_index.ntotal}")
+        if self.mat.shape[0] != kind.ntotal or len(self.row_labels) != kind.ntotal:
+            raise RuntimeError(f"torch copy has {self.mat.shape[0]} rows, the index {kind.ntotal}")
 
     @property
     def nbytes(self) -> int:

@@ -29,7 +29,8 @@ from .floatcopy import FloatCopy
 KIND_FLAT = "flat"
 KIND_IVF = "ivf"
 KIND_COMPRESSED = "compressed"
-KINDS = ("auto", KIND_FLAT, KIND_IVF, KIND_COMPRESSED)
+KIND_HNSW = "hnsw"  # :mod:`.hnsw`: a graph, asked for by name (``auto`` never picks it: see choose_kind)
+KINDS = ("auto", KIND_FLAT, KIND_IVF, KIND_COMPRESSED, KIND_HNSW)
 
 #: ``auto`` picks exact search while N * dim is at most this (flat single-query p50 on the 2-core dev machine:
 #: 0.5 ms at 5 k x 512, 1.3 ms at 10 k, 3.8 ms at 20 k: 2 ms is passed near 15 k x 512 = 7.7 M floats).
@@ -71,14 +72,18 @@ def choose_nlist(n: int) -> int:
     return int(max(1, min(round(4 * math.sqrt(max(n, 1))), IVF_MAX_NLIST, n // 39)))
 
 
-def exact_topk(vectors: np.ndarray, queries: np.ndarray, k: int, block: int = 65536) -> np.ndarray:
+def exact_topk(vectors: np.ndarray, queries: np.ndarray, k: int, block: int = 65536,
+               exclude: np.ndarray | None = None) -> np.ndarray:
     """Row positions of the exact top-``k`` inner products, best first: ``(B, k)`` int64 (NumPy, in row blocks,
-    so no copy of ``vectors`` is made)."""
+    so no copy of ``vectors`` is made). Rows in ``exclude`` (sorted positions) are never returned."""
     b = len(queries)
     best_s = np.full((b, 0), -np.inf, np.float32)
     best_p = np.zeros((b, 0), np.int64)
     for a in range(0, len(vectors), block):
         s = queries @ np.asarray(vectors[a:a + block]).T  # (B, block)
+        if exclude is not None:
+            lo, hi = np.searchsorted(exclude, [a, a + s.shape[1]])
+            s[:, exclude[lo:hi] - a] = -np.inf
         kk = min(k, s.shape[1])
         part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]  # (B, kk)
         best_s = np.concatenate([best_s, np.take_along_axis(s, part, 1)], axis=1)

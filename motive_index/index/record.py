@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, fields
 @dataclass(frozen=True)
 class BuildRecord:
     """The kind built (``kind``) for the one asked for (``requested``), its tuned search settings (``nprobe``,
-    ``rerank``: candidates re-scored per wanted neighbour), the recall@10 measured at them on the store's own
-    vectors, the single-query p50 of the CPU index, and why a kind fell back to exact search (``fallback``)."""
+    ``rerank``: candidates re-scored per wanted neighbour; ``ef_search`` for a graph), the recall@10 measured
+    at them on the store's own vectors, the single-query p50 of the CPU index, and why a kind fell back to exact search (``fallback``)."""
 
     kind: str
     requested: str
@@ -19,6 +19,7 @@ class BuildRecord:
     nlist: int | None = None
     nprobe: int | None = None
     rerank: int | None = None
+    ef_search: int | None = None    # hnsw: the graph search's candidate list length
     train_n: int | None = None
     train_seconds: float | None = None
     recall_by_nprobe: dict | None = None
@@ -38,4 +39,5 @@ class BuildRecord:
 
     def search_params(self) -> dict:
         """The settings a loaded index searches with."""
-        return {k: v for k, v in (("nprobe", self.nprobe), ("rerank", self.rerank)) if v is not None}
+        return {k: v for k, v in (("nprobe", self.nprobe), ("rerank", self.rerank),
+                                                 ("ef_search", self.ef_search)) if v is not None}

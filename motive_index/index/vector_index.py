@@ -30,8 +30,9 @@ from .._io import atomic_write
 from .backends import DeviceCopy, FaissGpuCopy, TorchCopy, _faiss, resolve_backend
 from .floatcopy import FloatCopy
 from .idmap import IdMap
-from .kinds import (IVF_MIN_N, KIND_COMPRESSED, KIND_FLAT, KIND_IVF, RECALL_K, CompressedKind, FlatKind,
-                    IvfKind, Kind, build_ivf_index, choose_kind, rescore, tune)
+from .hnsw import HnswKind, build_hnsw
+from .kinds import (IVF_MIN_N, KIND_COMPRESSED, KIND_FLAT, KIND_HNSW, KIND_IVF, RECALL_K, CompressedKind,
+                    FlatKind, IvfKind, Kind, build_ivf_index, choose_kind, rescore, tune)
 from .record import BuildRecord
 from .shards import ShardedKind
 
@@ -161,8 +162,9 @@ class VectorIndex:
               ) -> "VectorIndex":
         """Index ``vectors`` (``(N, dim)``, row ``i`` for ``ids[i]``) as read at ``store_version``.
 
-        ``kind``: ``flat``, ``ivf``, ``compressed`` or ``auto`` (:func:`~.kinds.choose_kind`). An ``ivf``
-        index that cannot reach ``recall_target`` (recall@10 on the vectors themselves) falls back to ``flat``,
+        ``kind``: ``flat``, ``ivf``, ``compressed``, ``hnsw`` or ``auto`` (:func:`~.kinds.choose_kind`). An
+        ``hnsw`` graph that cannot reach ``recall_target`` at any efSearch tried falls back to ``flat``; an ``ivf``
+        index that cannot reach it (recall@10 on the vectors themselves) falls back to ``flat``,
         or, when ``auto`` asked for it, to ``compressed`` (which scans every list if it must, so it falls back
         to ``flat`` only if even that misses). ``folder``: where a ``compressed`` index writes its float copy
         now (default: held in RAM until :meth:`save`); ``vectors`` may be a memory map (read in chunks).
@@ -181,6 +183,13 @@ class VectorIndex:
         built: Kind | None = None
         if want != KIND_FLAT and n < IVF_MIN_N:
             info["fallback"] = f"{n} vectors: too few for {want} (< {IVF_MIN_N})"
+        elif want == KIND_HNSW:
+            built, tuned = build_hnsw(vectors, labels, recall_target, seed)
+            info = {k: v for k, v in tuned.items() if k != "reached"}
+            if not tuned["reached"]:
+                info["fallback"] = (f"hnsw recall@10 {tuned['recall_at_10']:.3f} < target {recall_target} at "
+                                    f"efSearch {tuned['ef_search']}; exact search")
+                built = None
         elif want != KIND_FLAT:
             # auto's ivf that cannot reach the target tries compressed next: its codes can be scanned exhaustively
             tries = [want] + ([KIND_COMPRESSED] if kind == "auto" and want == KIND_IVF else [])
@@ -206,7 +215,7 @@ class VectorIndex:
         if built is None:
             built = FlatKind.build(dim)
             built.add(labels, vectors)
-            info.update({"nlist": None, "nprobe": None, "rerank": None, "recall_at_10": 1.0})
+            info.update({"nlist": None, "nprobe": None, "rerank": None, "ef_search": None, "recall_at_10": 1.0})
         record = BuildRecord(kind=built.name, requested=kind, recall_target=recall_target, built_n=n, **info)
         self = cls(built, labels, ids, store_version, record, next_label=n)
         self.record = BuildRecord(**{**record.to_dict(), "p50_ms": self._measure_p50_ms(vectors, seed),
@@ -281,8 +290,13 @@ class VectorIndex:
     @property
     def stats(self) -> dict:
         """For display: the build record, with ``n``, ``changes_since_build``, ``backend`` and ``device``."""
-        return {**self.record.to_dict(), "n": len(self), "changes_since_build": self.changes_since_build,
-                "backend": self.backend, "device": self.device}
+        out = {**self.record.to_dict(), "n": len(self), "changes_since_build": self.changes_since_build,
+               "backend": self.backend, "device": self.device}
+        graphs = [p for p, _ in self._parts() if isinstance(p, HnswKind)]
+        if graphs:  # removed clips still in the graph (filtered out of every search), and a rebuild under way
+            out.update({"tombstones": sum(g.tombstones for g in graphs),
+                        "rebuilding": any(g.rebuilding for g in graphs)})
+        return out
 
     @property
     def resident_bytes(self) -> int:
@@ -334,9 +348,9 @@ class VectorIndex:
         return self
 
     def _make_copy(self, name: str, dev: str) -> DeviceCopy | None:
-        if name == "faiss-gpu" and not isinstance(self._kind, ShardedKind):
+        if name == "faiss-gpu" and not isinstance(self._kind, (ShardedKind, HnswKind)):
             return FaissGpuCopy(dev, self._kind.index, self._kind.params().get("nprobe"))
-        if name in ("torch-cpu", "torch-cuda", "faiss-gpu"):  # a sharded index on a GPU: exact torch search
+        if name in ("torch-cpu", "torch-cuda", "faiss-gpu"):  # sharded or a graph on a GPU: exact torch search
             labels, vectors = self._kind.contents()  # (N,), (N, dim)
             return TorchCopy(dev, labels, vectors)
         return None
@@ -471,7 +485,7 @@ class VectorIndex:
                 self._next_label += len(added)
             if self._copy is not None and (removed or added):
                 try:
-                    self._copy.update(self._kind.index, rm, new_labels, new_vecs)
+                    self._copy.update(self._kind, rm, new_labels, new_vecs)
                 except Exception:  # never answer from a stale copy: the CPU index is current, search there
                     log.warning("search copy on %s (%s) could not follow the catch-up; searching on the CPU",
                                 self.device, self.backend, exc_info=True)
@@ -540,7 +554,7 @@ class VectorIndex:
             fmt = meta.get("format") if isinstance(meta, dict) else None
             raise ValueError(f"{str(meta_path)!r}: saved in format {fmt!r}, this version reads {FORMAT}")
         kind = meta.get("kind")
-        if kind not in (KIND_FLAT, KIND_IVF, KIND_COMPRESSED) or not meta.get("parts"):
+        if kind not in (KIND_FLAT, KIND_IVF, KIND_COMPRESSED, KIND_HNSW) or not meta.get("parts"):
             raise ValueError(f"{str(meta_path)!r}: unknown kind {kind!r} or no parts")
         missing = [pm["file"] for pm in meta["parts"] if not (index_dir / pm["file"]).exists()]
         if missing:
@@ -548,7 +562,9 @@ class VectorIndex:
         table = pa.ipc.open_file(pa.py_buffer(_read_checked(index_dir / IDS_FILE, meta.get("ids_bytes"),
                                                             meta.get("ids_crc32")))).read_all()
         labels, ids = table.column("label").to_numpy(), table.column("clip_id")
-        parts = [_load_part(index_dir, pm, kind, int(meta["dim"])) for pm in meta["parts"]]
+        bounds = [int(pm["offset"]) for pm in meta["parts"]] + [int(meta["next_label"])]
+        parts = [_load_part(index_dir, pm, kind, int(meta["dim"]), labels[(labels >= a) & (labels < b)] - a)
+                 for pm, a, b in zip(meta["parts"], bounds, bounds[1:])]
         built = parts[0] if len(parts) == 1 else ShardedKind(parts, [int(pm["offset"]) for pm in meta["parts"]])
         if built.ntotal != meta["count"] or len(ids) != meta["count"] or built.dim != meta["dim"]:
             raise ValueError(f"{str(index_dir)!r}: faiss index has {built.ntotal} x {built.dim}, metadata says "
@@ -564,19 +580,27 @@ class VectorIndex:
         return self
 
 
-def _load_part(index_dir: Path, pm: dict, kind: str, dim: int) -> Kind:
+def _load_part(index_dir: Path, pm: dict, kind: str, dim: int, live: np.ndarray) -> Kind:
+    """One saved part; ``live``: the labels (the part's own) the id map holds."""
     faiss = _faiss()
     path = index_dir / pm["file"]
     index = faiss.deserialize_index(np.frombuffer(_read_checked(path, pm.get("index_bytes"), pm.get("crc32")),
                                                   np.uint8))
     expect = {KIND_FLAT: faiss.IndexIDMap2, KIND_IVF: faiss.IndexIVFFlat,
-              KIND_COMPRESSED: faiss.IndexIVFScalarQuantizer}[kind]
+              KIND_COMPRESSED: faiss.IndexIVFScalarQuantizer, KIND_HNSW: faiss.IndexIDMap2}[kind]
     if not isinstance(index, expect):
         raise ValueError(f"{str(path)!r} is a {type(index).__name__}, expected {expect.__name__} ({kind})")
     if kind == KIND_FLAT:
+        if not isinstance(faiss.downcast_index(index.index), faiss.IndexFlat):
+            raise ValueError(f"{str(path)!r} holds no flat index ({kind})")
         part: Kind = FlatKind(index)
     elif kind == KIND_IVF:
         part = IvfKind(index)
+    elif kind == KIND_HNSW:
+        if not isinstance(faiss.downcast_index(index.index), faiss.IndexHNSWFlat):
+            raise ValueError(f"{str(path)!r} holds no HNSW graph ({kind})")
+        part = HnswKind(index)
+        part.keep_only(live)  # the nodes the id map no longer holds are tombstones
     else:
         part = CompressedKind(index, FloatCopy.load(index_dir, dim, pm.get("segments") or []))
     part.set_params(pm.get("params") or {})
