@@ -207,3 +207,19 @@ def test_compressed_on_torch_is_exact(tmp_path):
     got, want = index.search(q, 10), exact.search(q, 10)
     assert [[c for c, _ in r] for r in got] == [[c for c, _ in r] for r in want]
     np.testing.assert_allclose([[s for _, s in r] for r in got], [[s for _, s in r] for r in want], atol=1e-5)
+
+
+def test_a_small_catch_up_keeps_its_rows_in_ram_until_the_save_writes_them(tmp_path):
+    vecs = _clustered(1000)
+    index = VectorIndex.build([f"c{i}" for i in range(1000)], vecs, 1, kind="compressed", folder=tmp_path)
+    index.save(tmp_path)
+    files = sorted(p.name for p in (tmp_path / floatcopy.FOLDER).iterdir())
+    assert len(files) == 1
+    new = _clustered(50, seed=3)
+    index.apply([f"n{i}" for i in range(50)], new, ["c1"], 2)
+    assert sorted(p.name for p in (tmp_path / floatcopy.FOLDER).iterdir()) == files  # nothing written yet
+    assert index.search(new[7], 1)[0][0] == ("n7", pytest.approx(1.0, abs=1e-5))  # re-ranked from RAM
+    index.save(tmp_path)
+    assert len(list((tmp_path / floatcopy.FOLDER).iterdir())) == 2
+    back = VectorIndex.load(tmp_path)
+    assert back.search(new, 3) == index.search(new, 3) and "c1" not in back

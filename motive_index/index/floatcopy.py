@@ -12,7 +12,8 @@ Segment files are never rewritten, so two processes that each caught up the same
 same new labels to different clips) never overwrite each other's rows: each writes its own segment, and the
 ``faiss.json`` saved last names the segments its index uses. Files no saved index names are deleted on save
 (a process still mapping one keeps reading it: unlinking does not unmap). Until an index is saved, segments of
-an index built in memory (no folder given) stay in RAM.
+an index built in memory (no folder given) stay in RAM, and so do a catch-up's small segments (at most
+:data:`APPEND_IN_RAM_BYTES`: written, and synced, by the next save rather than on the catch-up's clock).
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ from .._io import _umask
 FOLDER = "vectors"
 #: tail segments merged into one when an index has more than this many (each catch-up that adds writes one)
 MAX_SEGMENTS = 32
+#: an appended segment of at most this many bytes stays in RAM until the next save (a catch-up's few rows: a
+#: file written and synced for each would cost the catch-up ~30 ms on this disk)
+APPEND_IN_RAM_BYTES = 4 << 20
 #: rows written to a segment file per write (a memory-mapped source is never read whole)
 WRITE_CHUNK = 65536
 #: an unused segment file is deleted only once this old (another process may have written it for an index it is
@@ -105,7 +109,8 @@ class FloatCopy:
             chunks = (vectors[a:a + WRITE_CHUNK] for a in range(0, len(vectors), WRITE_CHUNK))
         else:
             chunks = vectors
-        if self.folder is None:
+        small = isinstance(vectors, np.ndarray) and vectors.nbytes <= APPEND_IN_RAM_BYTES
+        if self.folder is None or (small and self._segments):
             array = (np.array(vectors, np.float32) if isinstance(vectors, np.ndarray)
                      else np.concatenate([np.asarray(c, np.float32).reshape(-1, self.dim) for c in chunks]))
             seg = _Segment(int(start), len(array), array)
