@@ -2,7 +2,8 @@
 
     python benchmarks/search.py [--n 1000000] [--dim 512] [--data random,clustered]
                                 [--kind flat,ivf,compressed,hnsw,numpy] [--json] [--queries 200] [--batch 1000]
-                                [--clusters 1000] [--catchup-n N] [--stream] [--device cuda]
+                                [--clusters 1000] [--catchup-n N] [--stream] [--float-copy auto]
+                                [--device cuda]
 
 For each data set (random unit vectors; unit vectors around ``--clusters`` Gaussian cluster centres) and each
 kind (``flat``: exact FAISS, single queries by one BLAS product; ``ivf``: IVF at the nprobe that
@@ -186,7 +187,7 @@ def bench_kind(name, kind, data, n, single, batch, truth, args, store_dir: Path 
     rss0 = rss_anon()
     t = time.perf_counter()
     index = VectorIndex.build(ids, data[:n], store_version=1, kind=base_kind, recall_target=args.recall_target,
-                              folder=index_dir if args.stream else None)
+                              folder=index_dir if args.stream else None, float_copy=args.float_copy)
     if kind == "torch":
         index.use_device(args.device, backend="torch")
     elif kind.endswith("@gpu"):
@@ -210,7 +211,8 @@ def bench_kind(name, kind, data, n, single, batch, truth, args, store_dir: Path 
     ok = index.search(np.asarray(data[n + 7]), 1)[0][0][0] == "new7"
     note = ""
     if rec.kind in ("ivf", "compressed"):
-        note = f"nlist {rec.nlist}, nprobe {rec.nprobe}" + (f", re-rank x{rec.rerank}" if rec.rerank else "") \
+        note = f"nlist {rec.nlist}, nprobe {rec.nprobe}" + (
+            f", re-rank x{rec.rerank} from {rec.rerank_dtype}" if rec.rerank else "") \
             + f", tuned recall@10 {rec.recall_at_10}"
     elif rec.kind == "hnsw":
         note = f"efSearch {rec.ef_search}, tuned recall@10 {rec.recall_at_10}"
@@ -303,6 +305,8 @@ def main() -> None:
     ap.add_argument("--numpy-queries", type=int, default=None,
                     help="single (and batch) queries for the numpy scan (default: as the others; a scan of a "
                          "10 M memory map takes seconds a query)")
+    ap.add_argument("--float-copy", default="auto", choices=("auto", "float32", "float16"),
+                    help="the compressed kind's float copy (auto: float16 above 8 GB of float32)")
     ap.add_argument("--json", action="store_true", help="one JSON object per (data, kind), one per line")
     ap.add_argument("--store-sample", type=int, default=None, help=argparse.SUPPRESS)  # older runs' flag
     ap.add_argument("--device", default=None,

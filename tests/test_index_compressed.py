@@ -223,3 +223,31 @@ def test_a_small_catch_up_keeps_its_rows_in_ram_until_the_save_writes_them(tmp_p
     assert len(list((tmp_path / floatcopy.FOLDER).iterdir())) == 2
     back = VectorIndex.load(tmp_path)
     assert back.search(new, 3) == index.search(new, 3) and "c1" not in back
+
+
+def test_a_float16_copy_halves_the_bytes_and_scores_stay_within_rounding(tmp_path, monkeypatch):
+    both = _clustered(2020)
+    vecs, q = both[:2000], both[2000:]  # queries held out, from the same clusters
+    ids = [f"c{i}" for i in range(2000)]
+    index = VectorIndex.build(ids, vecs, 1, kind="compressed", float_copy="float16")
+    assert index.record.rerank_dtype == "float16" and index.mapped_bytes == 2000 * DIM * 2
+    by_id = dict(zip(ids, vecs))
+    got = index.search(q, 10)
+    for qq, row in zip(q, got):  # exact for the float16-rounded vectors: within 1e-3 of the float32 ones
+        np.testing.assert_allclose([s for _, s in row], [float(by_id[c] @ qq) for c, _ in row], atol=1e-3)
+    assert _recall(index, vecs, ids, q) >= 0.9
+    new = _clustered(30, seed=6)  # other clusters: each its own nearest neighbour
+    index.apply([f"n{i}" for i in range(30)], new, ["c0"], 2)
+    index.save(tmp_path)
+    names = [p.name for p in (tmp_path / floatcopy.FOLDER).iterdir()]
+    assert len(names) == 2 and all(n.endswith(".f16") for n in names)
+    assert sum((tmp_path / floatcopy.FOLDER / n).stat().st_size for n in names) == 2030 * DIM * 2
+    back = VectorIndex.load(tmp_path)
+    assert back.record.rerank_dtype == "float16" and back.search(q, 10) == index.search(q, 10)
+    assert back.search(new[3], 1)[0][0][0] == "n3" and "c0" not in back
+    # auto keeps float32 below AUTO_FLOAT16_MIN_BYTES, float16 above
+    assert VectorIndex.build(ids, vecs, 1, kind="compressed").record.rerank_dtype == "float32"
+    monkeypatch.setattr(kinds, "AUTO_FLOAT16_MIN_BYTES", 1000 * DIM * 4)
+    assert VectorIndex.build(ids, vecs, 1, kind="compressed").record.rerank_dtype == "float16"
+    with pytest.raises(ValueError, match="float_copy"):
+        VectorIndex.build(ids, vecs, 1, kind="compressed", float_copy="int8")

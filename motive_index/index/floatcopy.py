@@ -1,10 +1,12 @@
-"""The exact float32 vectors a compressed index re-ranks with, by label, memory-mapped from disk.
+"""The vectors a compressed index re-ranks with, by label, memory-mapped from disk (float32, or float16).
 
 A compressed kind keeps only short codes in memory; its candidates are re-scored against these vectors, so the
-scores it returns are exact inner products. They are a copy of the store's vectors (derived, like the FAISS
+scores it returns are exact inner products (of the float16-rounded vectors for a ``float16`` copy: within
+about 1e-4 of the float32 ones for unit vectors of dim 512; half the bytes, so a 10 M x 512 copy, 10 GB instead
+of 20, can stay in the page cache of a 24 GB machine). They are a copy of the store's vectors (derived, like the FAISS
 index), held as *segments*: each covers a contiguous range of labels (a build writes one, each catch-up that
 adds clips writes one more) and is an immutable file ``INDEX_DIR/vectors/seg-<random>.f32`` (raw little-endian
-float32, ``count x dim``), written to a temp file and renamed. A label's row is ``label - start`` of the
+float32, ``count x dim``; ``.f16``: float16), written to a temp file and renamed. A label's row is ``label - start`` of the
 segment whose range holds it; removed labels keep their rows until the next rebuild (they are never returned:
 the compressed index no longer holds them).
 
@@ -61,14 +63,17 @@ class _Segment:
         self._closer = weakref.finalize(self, os.close, fd) if fd is not None else None
 
 
-def _write_rows(path: Path, chunks) -> int:
-    """Write float32 row chunks to ``path`` via a synced temp file and rename; returns rows written."""
+DTYPES = {"float32": ("<f4", ".f32"), "float16": ("<f2", ".f16")}
+
+
+def _write_rows(path: Path, chunks, dtype: str = "<f4") -> int:
+    """Write row chunks to ``path`` as ``dtype`` via a synced temp file and rename; returns rows written."""
     tmp = path.with_name(f".{path.name}.tmp")
     rows = 0
     with open(tmp, "wb") as f:
         os.fchmod(f.fileno(), 0o666 & ~_umask())
         for c in chunks:
-            c = np.ascontiguousarray(c, dtype="<f4")
+            c = np.ascontiguousarray(c, dtype=dtype)
             f.write(memoryview(c).cast("B"))
             rows += len(c)
         f.flush()
@@ -88,9 +93,14 @@ def _prefetch(fd: int, rows: np.ndarray, row_bytes: int) -> None:
 
 
 class FloatCopy:
-    """float32 vectors by label: :meth:`rows` gathers them, :meth:`append` adds a segment of new labels."""
+    """Vectors by label: :meth:`rows` gathers them (as float32), :meth:`append` adds a segment of new labels.
+    ``dtype``: how they are kept, ``float32`` or ``float16``."""
 
-    def __init__(self, dim: int, folder: str | os.PathLike | None = None):
+    def __init__(self, dim: int, folder: str | os.PathLike | None = None, dtype: str = "float32"):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype={dtype!r} is invalid: one of {', '.join(DTYPES)}")
+        self.dtype = dtype
+        self._np, self._ext = DTYPES[dtype]
         self.dim = int(dim)
         self.folder = Path(folder) / FOLDER if folder is not None else None
         self._segments: list[_Segment] = []
@@ -111,13 +121,13 @@ class FloatCopy:
             chunks = vectors
         small = isinstance(vectors, np.ndarray) and vectors.nbytes <= APPEND_IN_RAM_BYTES
         if self.folder is None or (small and self._segments):
-            array = (np.array(vectors, np.float32) if isinstance(vectors, np.ndarray)
-                     else np.concatenate([np.asarray(c, np.float32).reshape(-1, self.dim) for c in chunks]))
+            array = (np.array(vectors, self._np) if isinstance(vectors, np.ndarray)
+                     else np.concatenate([np.asarray(c, self._np).reshape(-1, self.dim) for c in chunks]))
             seg = _Segment(int(start), len(array), array)
         else:
             self.folder.mkdir(parents=True, exist_ok=True)
-            name = f"seg-{secrets.token_hex(8)}.f32"
-            count = _write_rows(self.folder / name, chunks)
+            name = f"seg-{secrets.token_hex(8)}{self._ext}"
+            count = _write_rows(self.folder / name, chunks, self._np)
             array, fd = self._map(self.folder / name, count)
             seg = _Segment(int(start), count, array, name, fd)
         if seg.count:
@@ -128,9 +138,9 @@ class FloatCopy:
     def _map(self, path: Path, count: int) -> tuple[np.ndarray, int | None]:
         """``(rows, fd)``: the file memory-mapped, and a descriptor of it for read-ahead hints."""
         if count == 0:
-            return np.zeros((0, self.dim), np.float32), None
+            return np.zeros((0, self.dim), self._np), None
         fd = os.open(path, os.O_RDONLY) if _FADVISE else None
-        return np.memmap(path, dtype="<f4", mode="r", shape=(count, self.dim)), fd
+        return np.memmap(path, dtype=self._np, mode="r", shape=(count, self.dim)), fd
 
     def _merge_tail(self) -> None:
         """Keep at most :data:`MAX_SEGMENTS`: merge every segment after the first into one (small: catch-ups)."""
@@ -138,7 +148,7 @@ class FloatCopy:
             return
         head, tail = self._segments[0], self._segments[1:]
         start, end = tail[0].start, tail[-1].start + tail[-1].count
-        merged = np.zeros((end - start, self.dim), np.float32)
+        merged = np.zeros((end - start, self.dim), self._np)
         for s in tail:
             merged[s.start - start:s.start - start + s.count] = s.array
         self._segments = [head]
@@ -154,8 +164,8 @@ class FloatCopy:
         for s in self._segments:
             # held in RAM, in another folder, or deleted by another process's save (still mapped here): write it
             if moved or s.name is None or not (folder / s.name).exists():
-                name = f"seg-{secrets.token_hex(8)}.f32"
-                _write_rows(folder / name, [s.array])
+                name = f"seg-{secrets.token_hex(8)}{self._ext}"
+                _write_rows(folder / name, [s.array], self._np)
                 s.use_file(name, *self._map(folder / name, s.count))
         self.folder = folder
         return self.to_meta()
@@ -172,7 +182,7 @@ class FloatCopy:
         cutoff = time.time() - (UNUSED_GRACE_S if grace_s is None else grace_s)
         gone = 0
         for p in self.folder.iterdir():
-            if p.name.startswith("seg-") and p.name.endswith(".f32") and p.name not in used:
+            if p.name.startswith("seg-") and p.name.endswith((".f32", ".f16")) and p.name not in used:
                 try:
                     if p.stat().st_mtime > cutoff:
                         continue
@@ -183,15 +193,17 @@ class FloatCopy:
         return gone
 
     @classmethod
-    def load(cls, index_dir: str | os.PathLike, dim: int, meta: list[dict]) -> "FloatCopy":
+    def load(cls, index_dir: str | os.PathLike, dim: int, meta: list[dict], dtype: str = "float32"
+             ) -> "FloatCopy":
         """Map the segments ``meta`` names (``ValueError`` if one is missing or has the wrong size)."""
-        copy = cls(dim, index_dir)
+        copy = cls(dim, index_dir, dtype)
+        width = np.dtype(copy._np).itemsize
         for m in meta:
             path = copy.folder / str(m["name"])
             count = int(m["count"])
             size = path.stat().st_size if path.exists() else None
-            if size != count * copy.dim * 4:
-                raise ValueError(f"{str(path)!r}: {size} bytes, expected {count} x {dim} float32")
+            if size != count * copy.dim * width:
+                raise ValueError(f"{str(path)!r}: {size} bytes, expected {count} x {dim} {dtype}")
             array, fd = copy._map(path, count)
             copy._segments.append(_Segment(int(m["start"]), count, array, str(m["name"]), fd))
         copy._starts = np.array([s.start for s in copy._segments], np.int64)
@@ -215,14 +227,14 @@ class FloatCopy:
             if rows.max() >= s.count:
                 raise KeyError(f"label {int(labels[pick][rows.argmax()])} is not in the float copy")
             if s.fd is not None and len(rows) > 1:
-                _prefetch(s.fd, rows, self.dim * 4)
+                _prefetch(s.fd, rows, self.dim * np.dtype(self._np).itemsize)
             out[pick] = s.array[rows]
         return out
 
     @property
     def nbytes(self) -> int:
         """Bytes of vectors held (on disk, mapped; or in RAM before the first save)."""
-        return sum(s.count for s in self._segments) * self.dim * 4
+        return sum(s.count for s in self._segments) * self.dim * np.dtype(self._np).itemsize
 
     @property
     def in_ram(self) -> bool:

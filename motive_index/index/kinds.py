@@ -37,10 +37,19 @@ KINDS = ("auto", KIND_FLAT, KIND_IVF, KIND_COMPRESSED, KIND_HNSW)
 AUTO_FLAT_MAX_ELEMENTS = 8_000_000
 #: ``auto`` picks ``compressed`` above this many floats (N * dim; 2 M x 512 = 4 GB of float32 in memory)
 AUTO_COMPRESSED_MIN_ELEMENTS = 1 << 30
+#: a compressed index's float copy is kept as float16 (``float_copy="auto"``) when float32 would take more than
+#: this many bytes (above 4 M x 512): 10 M x 512 is 10 GB instead of 20, so the re-rank's rows can stay in the
+#: page cache of a 24 GB machine; scores are then exact for the float16-rounded vectors (about 1e-4 off)
+AUTO_FLOAT16_MIN_BYTES = 8 << 30
+FLOAT_COPIES = ("auto", "float32", "float16")
 #: ``ivf`` / ``compressed`` need at least this many vectors (fewer: exact search is both exact and fast).
 IVF_MIN_N = 256
 IVF_MAX_NLIST = 4096
-IVF_TRAIN_PER_LIST = 20          # k-means training sample: this many vectors per list (bounded by N)
+#: k-means training sample: this many vectors per list (bounded by N; FAISS warns below 39)
+IVF_TRAIN_PER_LIST = 39
+#: lists per sqrt(N): 2 sqrt(N) = 2000 at 1 M (built in 36 s on 2 cores with p50 0.40 ms, recall@10 0.98 at
+#: nprobe 2; 4 sqrt(N) = 4000 took 89 s, p50 0.61 ms in the same run: k-means costs nlist^2, the assignment nlist)
+IVF_LISTS_PER_SQRT_N = 2
 IVF_TRAIN_NITER = 10
 #: the scalar quantizer's training sample (its per-dimension ranges)
 SQ_TRAIN_N = 100_000
@@ -67,9 +76,19 @@ def choose_kind(n: int, dim: int, kind: str = "auto") -> str:
     return KIND_COMPRESSED if n * dim > AUTO_COMPRESSED_MIN_ELEMENTS else KIND_IVF
 
 
+def choose_float_copy(n: int, dim: int, float_copy: str = "auto") -> str:
+    """The dtype of a compressed index's float copy: ``auto`` -> float16 above :data:`AUTO_FLOAT16_MIN_BYTES`."""
+    if float_copy not in FLOAT_COPIES:
+        raise ValueError(f"float_copy={float_copy!r} is invalid: one of {', '.join(FLOAT_COPIES)}")
+    if float_copy != "auto":
+        return float_copy
+    return "float16" if n * dim * 4 > AUTO_FLOAT16_MIN_BYTES else "float32"
+
+
 def choose_nlist(n: int) -> int:
-    """``~4 sqrt(n)``, at most :data:`IVF_MAX_NLIST` and at most ``n / 39`` (k-means needs points per list)."""
-    return int(max(1, min(round(4 * math.sqrt(max(n, 1))), IVF_MAX_NLIST, n // 39)))
+    """``~2 sqrt(n)`` (:data:`IVF_LISTS_PER_SQRT_N`), at most :data:`IVF_MAX_NLIST` and at most ``n / 39``
+    (k-means needs points per list)."""
+    return int(max(1, min(round(IVF_LISTS_PER_SQRT_N * math.sqrt(max(n, 1))), IVF_MAX_NLIST, n // 39)))
 
 
 def exact_topk(vectors: np.ndarray, queries: np.ndarray, k: int, block: int = 65536,
@@ -339,7 +358,7 @@ def build_ivf_index(vectors: np.ndarray, compressed: bool, seed: int) -> tuple[o
     index.cp.niter = IVF_TRAIN_NITER
     index.cp.min_points_per_centroid = 5
     index.cp.seed = seed
-    n_train = min(n, max(IVF_TRAIN_PER_LIST * nlist, 39 * nlist, SQ_TRAIN_N if compressed else 0))
+    n_train = min(n, max(IVF_TRAIN_PER_LIST * nlist, SQ_TRAIN_N if compressed else 0))
     t = time.perf_counter()
     index.train(_train_sample(vectors, n_train, rng))
     return index, {"nlist": nlist, "train_n": int(n_train), "train_seconds": round(time.perf_counter() - t, 3)}

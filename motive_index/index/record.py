@@ -20,6 +20,7 @@ class BuildRecord:
     nprobe: int | None = None
     rerank: int | None = None
     ef_search: int | None = None    # hnsw: the graph search's candidate list length
+    rerank_dtype: str | None = None  # compressed: the float copy's dtype (float32, or float16)
     train_n: int | None = None
     train_seconds: float | None = None
     recall_by_nprobe: dict | None = None

@@ -32,7 +32,7 @@ from .floatcopy import FloatCopy
 from .idmap import IdMap
 from .hnsw import HnswKind, build_hnsw
 from .kinds import (IVF_MIN_N, KIND_COMPRESSED, KIND_FLAT, KIND_HNSW, KIND_IVF, RECALL_K, CompressedKind,
-                    FlatKind, IvfKind, Kind, build_ivf_index, choose_kind, rescore, tune)
+                    FlatKind, IvfKind, Kind, build_ivf_index, choose_float_copy, choose_kind, rescore, tune)
 from .record import BuildRecord
 from .shards import ShardedKind
 
@@ -158,8 +158,8 @@ class VectorIndex:
 
     @classmethod
     def build(cls, ids: Sequence[str], vectors: np.ndarray, store_version: int, *, kind: str = "auto",
-              recall_target: float = 0.95, seed: int = 0, folder: str | os.PathLike | None = None
-              ) -> "VectorIndex":
+              recall_target: float = 0.95, seed: int = 0, folder: str | os.PathLike | None = None,
+              float_copy: str = "auto") -> "VectorIndex":
         """Index ``vectors`` (``(N, dim)``, row ``i`` for ``ids[i]``) as read at ``store_version``.
 
         ``kind``: ``flat``, ``ivf``, ``compressed``, ``hnsw`` or ``auto`` (:func:`~.kinds.choose_kind`). An
@@ -168,6 +168,8 @@ class VectorIndex:
         or, when ``auto`` asked for it, to ``compressed`` (which scans every list if it must, so it falls back
         to ``flat`` only if even that misses). ``folder``: where a ``compressed`` index writes its float copy
         now (default: held in RAM until :meth:`save`); ``vectors`` may be a memory map (read in chunks).
+        ``float_copy``: that copy's dtype, ``float32``, ``float16`` or ``auto``
+        (:func:`~.kinds.choose_float_copy`: float16 above 8 GB of float32).
         """
         t0 = time.perf_counter()
         ids = list(ids)
@@ -178,6 +180,7 @@ class VectorIndex:
             raise ValueError(f"recall_target={recall_target!r} is invalid: in (0, 1]")
         n, dim = vectors.shape
         want = choose_kind(n, dim, kind)
+        copy_dtype = choose_float_copy(n, dim, float_copy)
         labels = np.arange(n, dtype=np.int64)
         info: dict = {}
         built: Kind | None = None
@@ -196,7 +199,7 @@ class VectorIndex:
             short = ""  # why the attempts so far fell short
             for attempt in tries:
                 index, train = build_ivf_index(vectors, compressed=attempt == KIND_COMPRESSED, seed=seed)
-                built = (CompressedKind(index, FloatCopy(dim, folder)) if attempt == KIND_COMPRESSED
+                built = (CompressedKind(index, FloatCopy(dim, folder, copy_dtype)) if attempt == KIND_COMPRESSED
                          else IvfKind(index))
                 built.add(labels, vectors)
                 tuned = tune(built, vectors, labels, recall_target, seed)
@@ -216,6 +219,8 @@ class VectorIndex:
             built = FlatKind.build(dim)
             built.add(labels, vectors)
             info.update({"nlist": None, "nprobe": None, "rerank": None, "ef_search": None, "recall_at_10": 1.0})
+        if isinstance(built, CompressedKind):
+            info["rerank_dtype"] = built.floats.dtype
         record = BuildRecord(kind=built.name, requested=kind, recall_target=recall_target, built_n=n, **info)
         self = cls(built, labels, ids, store_version, record, next_label=n)
         self.record = BuildRecord(**{**record.to_dict(), "p50_ms": self._measure_p50_ms(vectors, seed),
@@ -521,6 +526,7 @@ class VectorIndex:
                       "params": part.params()}
                 if isinstance(part, CompressedKind):
                     pm["segments"] = part.floats.save_to(index_dir)
+                    pm["float_dtype"] = part.floats.dtype
                 part_meta.append(pm)
             ids_blob = _ids_blob(*self._ids.arrow())
             meta = {"format": FORMAT, "kind": self.kind, "store_version": self.store_version, "count": len(self),
@@ -602,6 +608,7 @@ def _load_part(index_dir: Path, pm: dict, kind: str, dim: int, live: np.ndarray)
         part = HnswKind(index)
         part.keep_only(live)  # the nodes the id map no longer holds are tombstones
     else:
-        part = CompressedKind(index, FloatCopy.load(index_dir, dim, pm.get("segments") or []))
+        part = CompressedKind(index, FloatCopy.load(index_dir, dim, pm.get("segments") or [],
+                                                    pm.get("float_dtype", "float32")))
     part.set_params(pm.get("params") or {})
     return part
