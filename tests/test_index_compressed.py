@@ -251,3 +251,17 @@ def test_a_float16_copy_halves_the_bytes_and_scores_stay_within_rounding(tmp_pat
     assert VectorIndex.build(ids, vecs, 1, kind="compressed").record.rerank_dtype == "float16"
     with pytest.raises(ValueError, match="float_copy"):
         VectorIndex.build(ids, vecs, 1, kind="compressed", float_copy="int8")
+
+
+def test_a_loaded_compressed_index_reads_its_float_copy_into_the_page_cache_when_it_fits(tmp_path, monkeypatch):
+    vecs = _clustered(1000)
+    VectorIndex.build([f"c{i}" for i in range(1000)], vecs, 1, kind="compressed").save(tmp_path)
+    back = VectorIndex.load(tmp_path)  # starts the read in the background
+    copy = back._kind.floats
+    assert copy.warming is not None
+    copy.warming.join(30)
+    assert not copy.warming.is_alive() and back.warm(wait=True)
+    assert back.search(vecs[3], 1)[0][0][0] == "c3"
+    monkeypatch.setattr(floatcopy, "WARM_MAX_SHARE", 1e-12)  # a copy too large for the memory: left to the disk
+    assert not VectorIndex.load(tmp_path).warm()
+    assert not VectorIndex.build(["a"] * 1 + ["b"], vecs[:2], 1, kind="flat").warm()  # no float copy

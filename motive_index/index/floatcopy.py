@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 import time
 import weakref
 from dataclasses import dataclass
@@ -37,6 +38,12 @@ MAX_SEGMENTS = 32
 #: an appended segment of at most this many bytes stays in RAM until the next save (a catch-up's few rows: a
 #: file written and synced for each would cost the catch-up ~30 ms on this disk)
 APPEND_IN_RAM_BYTES = 4 << 20
+#: a float copy of at most this share of the machine's available memory is read into the page cache in the
+#: background when its index is loaded or built (:meth:`FloatCopy.warm`): a re-rank's rows then come from RAM.
+#: 10 M x 512 clustered: p50 10.0 ms from a 20 GB float32 copy that cannot stay cached, 5.6 ms from a 10 GB
+#: float16 one partly cached after the build
+WARM_MAX_SHARE = 0.5
+WARM_CHUNK = 64 << 20
 #: rows written to a segment file per write (a memory-mapped source is never read whole)
 WRITE_CHUNK = 65536
 #: an unused segment file is deleted only once this old (another process may have written it for an index it is
@@ -92,6 +99,18 @@ def _prefetch(fd: int, rows: np.ndarray, row_bytes: int) -> None:
         os.posix_fadvise(fd, r * row_bytes, row_bytes, os.POSIX_FADV_WILLNEED)
 
 
+def _available_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (None where there is none)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 class FloatCopy:
     """Vectors by label: :meth:`rows` gathers them (as float32), :meth:`append` adds a segment of new labels.
     ``dtype``: how they are kept, ``float32`` or ``float16``."""
@@ -105,6 +124,7 @@ class FloatCopy:
         self.folder = Path(folder) / FOLDER if folder is not None else None
         self._segments: list[_Segment] = []
         self._starts = np.zeros(0, np.int64)
+        self.warming: threading.Thread | None = None  # the last :meth:`warm`'s thread
 
     # ---- writing ----------------------------------------------------------------------------------------
 
@@ -208,6 +228,28 @@ class FloatCopy:
             copy._segments.append(_Segment(int(m["start"]), count, array, str(m["name"]), fd))
         copy._starts = np.array([s.start for s in copy._segments], np.int64)
         return copy
+
+    def warm(self) -> bool:
+        """Ask the kernel, from a background thread, to read every segment file into the page cache, when the
+        copy is at most :data:`WARM_MAX_SHARE` of the available memory. Returns whether it started (join
+        :attr:`warming` to wait). Searches go on meanwhile; a row not yet read is read on demand."""
+        files = [(s.fd, s.count * self.dim * np.dtype(self._np).itemsize) for s in self._segments
+                 if s.fd is not None]
+        avail = _available_bytes()
+        if not files or avail is None or self.nbytes > WARM_MAX_SHARE * avail:
+            return False
+
+        def run():
+            for fd, size in files:
+                for off in range(0, size, WARM_CHUNK):
+                    try:
+                        os.posix_fadvise(fd, off, min(WARM_CHUNK, size - off), os.POSIX_FADV_WILLNEED)
+                    except OSError:  # the segment was dropped (and its file closed) meanwhile
+                        break
+
+        self.warming = threading.Thread(target=run, name="motive-floatcopy-warm", daemon=True)
+        self.warming.start()
+        return True
 
     # ---- reading ----------------------------------------------------------------------------------------
 

@@ -223,6 +223,8 @@ class VectorIndex:
             info["rerank_dtype"] = built.floats.dtype
         record = BuildRecord(kind=built.name, requested=kind, recall_target=recall_target, built_n=n, **info)
         self = cls(built, labels, ids, store_version, record, next_label=n)
+        if folder is not None:
+            self.warm()
         self.record = BuildRecord(**{**record.to_dict(), "p50_ms": self._measure_p50_ms(vectors, seed),
                                      "build_seconds": round(time.perf_counter() - t0, 3)})
         return self
@@ -331,6 +333,16 @@ class VectorIndex:
 
     def __repr__(self) -> str:
         return f"VectorIndex(kind={self.kind!r}, n={len(self)}, dim={self.dim}, store_version={self.store_version})"
+
+    def warm(self, wait: bool = False) -> bool:
+        """Read a compressed index's float copy into the page cache in the background (when it fits in half the
+        available memory: :meth:`~.floatcopy.FloatCopy.warm`); done on :meth:`load`, and by :meth:`build` given
+        a folder. ``wait``: return once it is read. Returns whether any copy is being (or was) read."""
+        started = [p.floats for p, _ in self._parts() if isinstance(p, CompressedKind) and p.floats.warm()]
+        if wait:
+            for f in started:
+                f.warming.join()
+        return bool(started)
 
     # ---- search device --------------------------------------------------------------------------------------
 
@@ -583,6 +595,7 @@ class VectorIndex:
         synced = meta.get("synced_at")
         self.synced_at = float(synced) if isinstance(synced, (int, float)) else None
         self.saved_at = time.time()
+        self.warm()
         return self
 
 
