@@ -18,7 +18,7 @@ measured in the same run), it measures:
   written straight to the index folder).
 - ``p50_ms`` / ``p99_ms``: single queries (``--queries`` held-out queries from the same distribution); with
   ``--stream``, after the compressed kind's float copy was read into the page cache (``VectorIndex.warm``, as a
-  load does in the background, when it fits in half the available memory; ``warm_s``).
+  load does in the background, when it fits in 3/4 of the available memory; ``warm_s``).
 - ``batch_qps``: queries per second for one batch of ``--batch``.
 - ``recall_at_10``: of the held-out queries, against exact search (after the re-rank for compressed).
 - ``resident_bytes``: memory the search structures hold (FAISS codes, ids and centroids; the array for numpy;
@@ -303,7 +303,8 @@ def main() -> None:
     ap.add_argument("--recall-target", type=float, default=0.95)
     ap.add_argument("--data", default="random,clustered")
     ap.add_argument("--kind", default="flat,ivf,compressed,numpy",
-                    help="comma-separated: auto, flat, ivf, compressed, hnsw, numpy (and torch / KIND@gpu with --device)")
+                    help="comma-separated: auto, flat, ivf, compressed, hnsw, numpy "
+                         "(and torch / KIND@gpu with --device)")
     ap.add_argument("--catchup-n", type=int, default=None,
                     help="rows in the LanceDB store the catch-up is timed on (default: N up to 1 M; 0 skips)")
     ap.add_argument("--stream", action="store_true",

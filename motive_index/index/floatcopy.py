@@ -3,12 +3,12 @@
 A compressed kind keeps only short codes in memory; its candidates are re-scored against these vectors, so the
 scores it returns are exact inner products (of the float16-rounded vectors for a ``float16`` copy: within
 about 1e-4 of the float32 ones for unit vectors of dim 512; half the bytes, so a 10 M x 512 copy, 10 GB instead
-of 20, can stay in the page cache of a 24 GB machine). They are a copy of the store's vectors (derived, like the FAISS
-index), held as *segments*: each covers a contiguous range of labels (a build writes one, each catch-up that
-adds clips writes one more) and is an immutable file ``INDEX_DIR/vectors/seg-<random>.f32`` (raw little-endian
-float32, ``count x dim``; ``.f16``: float16), written to a temp file and renamed. A label's row is ``label - start`` of the
-segment whose range holds it; removed labels keep their rows until the next rebuild (they are never returned:
-the compressed index no longer holds them).
+of 20, can stay in the page cache of a 24 GB machine). They are a copy of the store's vectors (derived, like the
+FAISS index), held as *segments*: each covers a contiguous range of labels (a build writes one, each catch-up
+that adds clips one more) and is an immutable file ``INDEX_DIR/vectors/seg-<random>.f32`` (raw little-endian
+float32, ``count x dim``; ``.f16``: float16), written to a temp file and renamed. A label's row is ``label -
+start`` of the segment whose range holds it; removed labels keep their rows until the next rebuild (they are
+never returned: the compressed index no longer holds them).
 
 Segment files are never rewritten, so two processes that each caught up the same saved index (and so gave the
 same new labels to different clips) never overwrite each other's rows: each writes its own segment, and the
@@ -38,11 +38,10 @@ MAX_SEGMENTS = 32
 #: an appended segment of at most this many bytes stays in RAM until the next save (a catch-up's few rows: a
 #: file written and synced for each would cost the catch-up ~30 ms on this disk)
 APPEND_IN_RAM_BYTES = 4 << 20
-#: a float copy of at most this share of the machine's available memory is read into the page cache in the
-#: background when its index is loaded or built (:meth:`FloatCopy.warm`): a re-rank's rows then come from RAM.
-#: 10 M x 512 clustered: p50 10.0 ms from a 20 GB float32 copy that cannot stay cached, 5.6 ms from a 10 GB
-#: float16 one partly cached after the build
-WARM_MAX_SHARE = 0.5
+#: a float copy of at most this share of the machine's available memory (which counts the page cache it may
+#: evict) is read into the page cache in the background when its index is loaded or built
+#: (:meth:`FloatCopy.warm`): a re-rank's rows then come from RAM, not one disk read each
+WARM_MAX_SHARE = 0.75
 WARM_CHUNK = 64 << 20
 #: rows written to a segment file per write (a memory-mapped source is never read whole)
 WRITE_CHUNK = 65536

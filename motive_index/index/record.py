@@ -9,7 +9,8 @@ from dataclasses import asdict, dataclass, fields
 class BuildRecord:
     """The kind built (``kind``) for the one asked for (``requested``), its tuned search settings (``nprobe``,
     ``rerank``: candidates re-scored per wanted neighbour; ``ef_search`` for a graph), the recall@10 measured
-    at them on the store's own vectors, the single-query p50 of the CPU index, and why a kind fell back to exact search (``fallback``)."""
+    at them on the store's own vectors, the single-query p50 of the CPU index, and why a kind fell back to
+    exact search (``fallback``)."""
 
     kind: str
     requested: str

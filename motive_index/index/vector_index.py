@@ -335,9 +335,9 @@ class VectorIndex:
         return f"VectorIndex(kind={self.kind!r}, n={len(self)}, dim={self.dim}, store_version={self.store_version})"
 
     def warm(self, wait: bool = False) -> bool:
-        """Read a compressed index's float copy into the page cache in the background (when it fits in half the
-        available memory: :meth:`~.floatcopy.FloatCopy.warm`); done on :meth:`load`, and by :meth:`build` given
-        a folder. ``wait``: return once it is read. Returns whether any copy is being (or was) read."""
+        """Read a compressed index's float copy into the page cache in the background (when it fits in 3/4 of
+        the available memory: :meth:`~.floatcopy.FloatCopy.warm`); done on :meth:`load`, and by :meth:`build`
+        given a folder. ``wait``: return once it is read. Returns whether any copy is being (or was) read."""
         started = [p.floats for p, _ in self._parts() if isinstance(p, CompressedKind) and p.floats.warm()]
         if wait:
             for f in started:
