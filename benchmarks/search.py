@@ -17,8 +17,8 @@ measured in the same run), it measures:
   data was generated into in chunks: no (N, dim) array in memory; the compressed kind's float copy is then
   written straight to the index folder).
 - ``p50_ms`` / ``p99_ms``: single queries (``--queries`` held-out queries from the same distribution); with
-  ``--stream``, after the compressed kind's float copy was read into the page cache (``VectorIndex.warm``, as a
-  load does in the background, when it fits in 3/4 of the available memory; ``warm_s``).
+  ``--stream``, after the compressed kind's float copy's read-ahead into the page cache was asked for
+  (``VectorIndex.warm``, as a load does, when it fits in 3/4 of the available memory; ``warm_s``).
 - ``batch_qps``: queries per second for one batch of ``--batch``.
 - ``recall_at_10``: of the held-out queries, against exact search (after the re-rank for compressed).
 - ``resident_bytes``: memory the search structures hold (FAISS codes, ids and centroids; the array for numpy;
@@ -227,7 +227,7 @@ def bench_kind(name, kind, data, n, single, batch, truth, args, store_dir: Path 
     elif rec.fallback:  # auto's ivf missed the target: compressed instead
         note = f"{rec.fallback.split(':')[0]}; {rec.kind} instead: " + note
     if warm_s is not None:
-        note += f"; float copy read into the page cache in {warm_s:.1f}s before the timing"
+        note += f"; float copy's read-ahead asked for ({warm_s:.1f}s) before the timing"
     out = {"data": name, "n": n, "dim": data.shape[1], "kind": kind, "built": index.kind + (
         f" ({index.backend} on {index.device})" if index.backend != "faiss-cpu" else ""), "build_s": build,
         "p50_ms": pct(times, 50), "p99_ms": pct(times, 99), "batch_qps": len(batch) / bt,

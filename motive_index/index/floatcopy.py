@@ -231,7 +231,8 @@ class FloatCopy:
     def warm(self) -> bool:
         """Ask the kernel, from a background thread, to read every segment file into the page cache, when the
         copy is at most :data:`WARM_MAX_SHARE` of the available memory. Returns whether it started (join
-        :attr:`warming` to wait). Searches go on meanwhile; a row not yet read is read on demand."""
+        :attr:`warming` to wait until every read was asked for: the kernel reads ahead asynchronously). Searches
+        go on meanwhile; a row not yet read is read on demand."""
         files = [(s.fd, s.count * self.dim * np.dtype(self._np).itemsize) for s in self._segments
                  if s.fd is not None]
         avail = _available_bytes()

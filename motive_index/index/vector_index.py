@@ -337,7 +337,8 @@ class VectorIndex:
     def warm(self, wait: bool = False) -> bool:
         """Read a compressed index's float copy into the page cache in the background (when it fits in 3/4 of
         the available memory: :meth:`~.floatcopy.FloatCopy.warm`); done on :meth:`load`, and by :meth:`build`
-        given a folder. ``wait``: return once it is read. Returns whether any copy is being (or was) read."""
+        given a folder. ``wait``: return once every read was asked for (the kernel reads ahead on its own
+        time). Returns whether any copy is being (or was) asked for."""
         started = [p.floats for p, _ in self._parts() if isinstance(p, CompressedKind) and p.floats.warm()]
         if wait:
             for f in started:
