@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 from .backends import _faiss
-from .kinds import ADD_CHUNK, KIND_HNSW, RECALL_K, RECALL_QUERIES, Kind, exact_topk, recall_at_k
+from .kinds import ADD_CHUNK, KIND_HNSW, RECALL_K, RECALL_QUERIES, Kind, add_chunked, exact_topk, recall_at_k
 
 #: graph degree (FAISS's ``M``: links per node per layer, twice as many on the bottom layer)
 HNSW_M = 32
@@ -43,12 +43,6 @@ def _new_graph(dim: int):
     graph = faiss.IndexHNSWFlat(int(dim), HNSW_M, faiss.METRIC_INNER_PRODUCT)
     graph.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
     return faiss.IndexIDMap2(graph)
-
-
-def _add_to(index, labels: np.ndarray, vectors: np.ndarray) -> None:
-    for a in range(0, len(labels), ADD_CHUNK):
-        index.add_with_ids(np.ascontiguousarray(vectors[a:a + ADD_CHUNK], np.float32),
-                           np.ascontiguousarray(labels[a:a + ADD_CHUNK], np.int64))
 
 
 def _stored(index) -> tuple[np.ndarray, np.ndarray]:
@@ -128,7 +122,7 @@ class HnswKind(Kind):
     def add(self, labels, vectors) -> None:
         labels = np.asarray(labels, np.int64)
         with self._lock:
-            _add_to(self._state.index, labels, vectors)
+            add_chunked(self._state.index, labels, vectors)
             if self._journal is not None:
                 self._journal.append(("add", labels.copy(), np.array(vectors, np.float32)))
 
@@ -203,12 +197,12 @@ class HnswKind(Kind):
             if self._on_rebuild_start is not None:
                 self._on_rebuild_start()
             fresh = _new_graph(vectors.shape[1])
-            _add_to(fresh, labels, vectors)
+            add_chunked(fresh, labels, vectors)
             with self._lock:  # replay what changed while building, then swap in one assignment
                 removed = []
                 for op, lbs, vecs in self._journal:
                     if op == "add":
-                        _add_to(fresh, lbs, vecs)
+                        add_chunked(fresh, lbs, vecs)
                     else:
                         removed.append(lbs)
                 old = self._state
@@ -244,7 +238,7 @@ def build_hnsw(vectors: np.ndarray, labels: np.ndarray, recall_target: float, se
     rest[qpos] = False
     for a in range(0, n, ADD_CHUNK):  # the graph without the queries, in chunks (vectors may be a memory map)
         keep = np.flatnonzero(rest[a:a + ADD_CHUNK]) + a
-        _add_to(kind.index, labels[keep], np.asarray(vectors[keep]))
+        add_chunked(kind.index, labels[keep], np.asarray(vectors[keep]))
     queries = np.ascontiguousarray(vectors[qpos], np.float32)
     truth = labels[exact_topk(vectors, queries, min(RECALL_K, n - nq), exclude=qpos)]  # (nq, 10)
     tried: dict[str, float] = {}
@@ -260,5 +254,5 @@ def build_hnsw(vectors: np.ndarray, labels: np.ndarray, recall_target: float, se
             break
     rec, ef = best
     kind.ef_search = ef
-    _add_to(kind.index, labels[qpos], queries)
+    add_chunked(kind.index, labels[qpos], queries)
     return kind, {"ef_search": ef, "recall_at_10": rec, "recall_by_nprobe": tried, "reached": rec >= recall_target}

@@ -134,6 +134,13 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray, self_labels: np.ndarray, k
     return hits / max(1, len(found))
 
 
+def add_chunked(index, labels: np.ndarray, vectors: np.ndarray) -> None:
+    """``index.add_with_ids`` in chunks of :data:`ADD_CHUNK` (bounded temporaries; ``vectors`` may be a map)."""
+    for a in range(0, len(labels), ADD_CHUNK):
+        index.add_with_ids(np.ascontiguousarray(vectors[a:a + ADD_CHUNK], np.float32),
+                           np.ascontiguousarray(labels[a:a + ADD_CHUNK], np.int64))
+
+
 # ---- the kinds -------------------------------------------------------------------------------------------------
 
 
@@ -158,9 +165,7 @@ class Kind:
         return self.index.search(q, k)
 
     def add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
-        for a in range(0, len(labels), ADD_CHUNK):
-            self.index.add_with_ids(np.ascontiguousarray(vectors[a:a + ADD_CHUNK], np.float32),
-                                    np.ascontiguousarray(labels[a:a + ADD_CHUNK], np.int64))
+        add_chunked(self.index, labels, vectors)
 
     def remove(self, labels: np.ndarray) -> None:
         if len(labels):
