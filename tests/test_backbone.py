@@ -19,7 +19,7 @@ def test_tiny_preset_is_a_real_diffusers_wan(tiny):
     assert isinstance(tiny.vae, AutoencoderKLWan)
     # latent grid derived from the VAE's architecture: 4x temporal with the first frame alone, 8x spatial
     assert (tiny.temporal_factor, tiny.spatial_factor, tiny.first_frame_alone) == (4, 8, True)
-    assert tiny.latent_shape() == (4, 5, 8, 8)  # 17 frames at 64x64
+    assert tiny.latent_shape() == (16, 5, 8, 8)  # 17 frames at 64x64; 16 channels as Wan2.1's VAE
 
 
 def test_tiny_is_seeded(tiny):
@@ -39,7 +39,7 @@ def test_encode_shapes_and_text_cache(tiny):
 
 
 def test_flow_matching_noising(tiny):
-    z0, eps = torch.randn(1, 4, 5, 8, 8), torch.randn(1, 4, 5, 8, 8)
+    z0, eps = torch.randn(1, *tiny.latent_shape()), torch.randn(1, *tiny.latent_shape())
     z_t, model_t, target = tiny.noisy_input(z0, eps, 751)
     sigma = tiny.sigma(751)
     assert sigma == pytest.approx(3.0 * 0.751 / (1 + 2.0 * 0.751))  # the scheduler's shift (3.0 for tiny)

@@ -166,26 +166,23 @@ def test_bad_records_are_ignored(model, hashes):
         assert len(hashes) == n + 1
 
 
-def test_tiny_preset_record_skips_hash_and_calibration(monkeypatch, hashes):
+def test_tiny_preset_record_skips_hash_and_sees_the_vae_file(hashes):
     first = load_backbone("tiny")
     ident = first.identity()
     rec = json.loads(json.dumps(first.weights_record()))
     assert rec["kind"] == "preset" and rec["preset"] == "tiny" and rec["seed"] == 0
     assert set(rec["calibration"]) == {"latents_mean", "latents_std"}
+    assert [f["path"] for f in rec["files"]] == ["tiny_vae/diffusion_pytorch_model.safetensors"]
     n = len(hashes)
-    from motive_index.backbones.wan import WanBackbone
-
-    def no_calibration(self, seed):
-        raise AssertionError("calibrated again")
-
-    monkeypatch.setattr(WanBackbone, "_calibrate_latents", no_calibration)
     again = load_backbone("tiny", record=rec)
     assert again.record_status == "matched"
     assert again.identity() == ident             # same weights hash and the same configs (calibration kept)
     assert len(hashes) == n
     z = torch.rand(17, 3, 64, 64)
     assert torch.equal(again.encode_video(z), first.encode_video(z))
-    monkeypatch.undo()
+    retrained = {**rec, "files": [{**rec["files"][0], "sha256": "0" * 64}]}   # another VAE file
+    assert "sha256 changed" in check_record("tiny", retrained)
+    assert load_backbone("tiny", record=retrained).record_status == "stale"
     other = {**rec, "seed": 1}
     assert "seed changed" in check_record("tiny", other)
     assert load_backbone("tiny", record=other).record_status == "stale"

@@ -103,14 +103,24 @@ def _model_dir(model: str | Path) -> tuple[Path, str]:
     return root, family
 
 
+def _tiny_record() -> dict[str, Any]:
+    """The tiny preset's record: its seed, and the sha256 of the trained VAE weights it loads."""
+    from .record import preset_record
+
+    vae_dir = Path(__file__).with_name("tiny_vae")  # tiny_vae.TINY_VAE_DIR, without importing numpy
+    return preset_record("tiny", "wan", TINY_SEED,
+                         files={"tiny_vae/diffusion_pytorch_model.safetensors":
+                                vae_dir / "diffusion_pytorch_model.safetensors"})
+
+
 def scan_model(model: str | Path) -> dict[str, Any]:
     """The cheap part of a model's weights record, as the model is now (no weights hash, no torch): for a
     directory its weight files' sizes, modification times and safetensors header hashes; for ``'tiny'`` the
     preset, its seed and the library versions."""
-    from .record import preset_record, scan_directory
+    from .record import scan_directory
 
     if str(model) == "tiny":
-        return preset_record("tiny", "wan", TINY_SEED)
+        return _tiny_record()
     root, family = _model_dir(model)
     return scan_directory(root, family)
 
@@ -134,10 +144,10 @@ def load_backbone(model: str | Path, device: str = "cpu", record: dict | None = 
     preset's latent calibration is reused instead of measured. Otherwise the hash is computed in full on first
     use, and ``backbone.weights_record()`` gives the refreshed record. ``verify=True`` always computes it in
     full. ``backbone.record_status`` says which happened."""
-    from .record import preset_record, record_difference, scan_directory
+    from .record import record_difference, scan_directory
 
     if str(model) == "tiny":
-        current = preset_record("tiny", "wan", TINY_SEED)
+        current = _tiny_record()
         use = record is not None and not verify and record_difference(record, current) is None
         backbone = None
         if use:

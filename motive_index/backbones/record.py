@@ -20,9 +20,10 @@ anything differs, the hash is computed in full (and :meth:`Backbone.weights_reco
 tensor layout and its modification time set back (``touch -d``); ``verify`` (e.g. ``info --verify``) is the
 check for that.
 
-The ``tiny`` preset is built in code from a seed: its record is ``{"kind": "preset", "preset": "tiny", "seed",
-"family", "versions", "weights"}`` plus the VAE latent calibration the build measured, so a query rebuilds the
-exact model the index was built with (same configs hash) without re-running the calibration.
+The ``tiny`` preset is built in code from a seed, with the trained VAE shipped in the package: its record is
+``{"kind": "preset", "preset": "tiny", "seed", "family", "versions", "files": [the VAE weights' sha256],
+"weights"}`` plus the VAE's latent calibration, so a query rebuilds the exact model the index was built with
+(same configs hash), and a retrained VAE file is seen as a change.
 
 Nothing here imports torch or diffusers: checking a record is a few ``stat`` calls and header reads.
 """
@@ -109,10 +110,28 @@ def scan_directory(root: str | Path, family: str) -> dict[str, Any]:
             "files": files}
 
 
-def preset_record(preset: str, family: str, seed: int) -> dict[str, Any]:
-    """The record of a preset built in code, without its weights hash."""
-    return {"format": RECORD_FORMAT, "kind": "preset", "preset": preset, "family": family, "seed": int(seed),
-            "versions": library_versions()}
+def preset_record(preset: str, family: str, seed: int, files: dict[str, Path] | None = None) -> dict[str, Any]:
+    """The record of a preset built in code, without its weights hash. ``files``: weight files the preset loads
+    (the tiny Wan's trained VAE), by name: their sha256 is part of the record (a retrained file changes it)."""
+    rec = {"format": RECORD_FORMAT, "kind": "preset", "preset": preset, "family": family, "seed": int(seed),
+           "versions": library_versions()}
+    if files:
+        rec["files"] = [{"path": name, "sha256": _file_sha256(Path(p))} for name, p in sorted(files.items())]
+    return rec
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    """sha256 of a (small) file's bytes, cached while its size and modification time stay the same."""
+    try:
+        st = path.stat()
+    except OSError:
+        return "missing"
+    return _sha256_cached(str(path), st.st_size, st.st_mtime_ns)
 
 
 def _files_difference(old: list, new: list) -> str:
@@ -124,7 +143,7 @@ def _files_difference(old: list, new: list) -> str:
             return f"{path}: new file"
         if b is None:
             return f"{path}: missing"
-        for key in ("size", "mtime_ns", "header_sha256"):
+        for key in ("size", "mtime_ns", "header_sha256", "sha256"):
             if a.get(key) != b.get(key):
                 return f"{path}: {key} changed ({a.get(key)} -> {b.get(key)})"
     return "files differ"

@@ -2,8 +2,8 @@
 
 Loads a diffusers-format directory (transformer/, vae/, text_encoder/, tokenizer/, scheduler/, model_index.json;
 what Wan2.1-T2V-*-Diffusers ships and what :meth:`WanBackbone.save_pretrained` writes) and builds a ``tiny``
-preset in code with random weights: a byte-level tokenizer and a 2-layer UMT5 encoder stand in for the 4.7 B
-UMT5-XXL, so nothing is downloaded. The optional ``motive_index.json`` beside them holds the standard clip shape
+preset in code: a seeded random transformer, a byte-level tokenizer and a 2-layer UMT5 encoder (standing in for
+the 4.7 B UMT5-XXL) and the trained tiny VAE shipped in the package (``tiny_vae.py``), so nothing is downloaded. The optional ``motive_index.json`` beside them holds the standard clip shape
 and text length; without it, the paper's shape (81 frames at 16 fps, 480x832, 512 text tokens) is used.
 """
 
@@ -33,9 +33,10 @@ class WanBackbone(DiffusersBackbone):
         self.num_train_timesteps = int(self.scheduler_config.get("num_train_timesteps", 1000))
         vcfg = vae.config
         # The latent grid, derived from the VAE's architecture (not hard-coded): each temporal downsample halves
-        # time, each stage after the first halves space; the causal first frame is encoded alone.
+        # time, each stage after the first halves space, and the Wan 2.2 layout first folds patch_size x
+        # patch_size pixels into channels; the causal first frame is encoded alone.
         self.temporal_factor = 2 ** sum(bool(x) for x in vcfg.temperal_downsample)
-        self.spatial_factor = 2 ** (len(vcfg.dim_mult) - 1)
+        self.spatial_factor = 2 ** (len(vcfg.dim_mult) - 1) * int(getattr(vcfg, "patch_size", None) or 1)
         self.first_frame_alone = True
         self.z_dim = int(vcfg.z_dim)
         self._check_spec()
@@ -56,35 +57,38 @@ class WanBackbone(DiffusersBackbone):
     @classmethod
     def tiny(cls, seed: int = 0, spec: VideoSpec = TINY_SPEC, layers: int = 4, heads: int = 4,
              head_dim: int = 32, calibration: dict | None = None) -> "WanBackbone":
-        """A ~1 M-parameter Wan transformer, a 0.2 M-parameter Wan VAE and a tiny UMT5, seeded, random weights.
+        """A ~1 M-parameter Wan transformer and a tiny UMT5, seeded random weights, with the trained tiny VAE
+        (0.5 M parameters, shipped in the package; the same for every seed: ``tiny_vae.py``).
 
-        ``calibration``: the VAE's latents mean/std as :meth:`calibration` gave them for this seed (a preset's
-        weights record keeps them); without it they are measured on synthetic clips (about 1 s on a CPU)."""
-        from diffusers import AutoencoderKLWan, WanTransformer3DModel
+        ``calibration``: the VAE's latents mean/std (a preset's weights record keeps them); without it, the ones
+        the training script measured and wrote into the VAE's config."""
+        from diffusers import WanTransformer3DModel
         from transformers import UMT5Config, UMT5EncoderModel
 
+        from .tiny_vae import load_tiny_vae
+
         tokenizer = byte_tokenizer()
+        vae = load_tiny_vae()
+        z_dim = int(vae.config.z_dim)
+        # the transformer's patch makes 4x4 tokens per latent frame, whatever the VAE's spatial factor
+        factor = 2 ** (len(vae.config.dim_mult) - 1) * int(vae.config.patch_size or 1)
+        patch = max(1, spec.height // factor // 4)
         g = torch.random.fork_rng()
         with g:
             torch.manual_seed(seed)
-            vae = AutoencoderKLWan(base_dim=8, z_dim=4, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
-                                   temperal_downsample=[False, True, True], latents_mean=[0.0] * 4,
-                                   latents_std=[1.0] * 4)
             text_cfg = UMT5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2,
                                   num_heads=4, relative_attention_num_buckets=8,
                                   relative_attention_max_distance=32, pad_token_id=0, eos_token_id=1,
                                   decoder_start_token_id=0)
             text_encoder = UMT5EncoderModel(text_cfg)
-            transformer = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=heads,
-                                                attention_head_dim=head_dim, in_channels=4, out_channels=4,
+            transformer = WanTransformer3DModel(patch_size=(1, patch, patch), num_attention_heads=heads,
+                                                attention_head_dim=head_dim, in_channels=z_dim, out_channels=z_dim,
                                                 text_dim=32, freq_dim=64, ffn_dim=2 * heads * head_dim,
                                                 num_layers=layers, rope_max_seq_len=64)
         scheduler = {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 3.0}
         backbone = cls(transformer, vae, text_encoder, tokenizer, scheduler, spec, TINY_TEXT_LEN)
         if calibration is not None:
             backbone._set_latents(calibration["latents_mean"], calibration["latents_std"])
-        else:
-            backbone._calibrate_latents(seed)
         return backbone
 
     def calibration(self) -> dict:
@@ -98,13 +102,6 @@ class WanBackbone(DiffusersBackbone):
         self.vae.register_to_config(latents_mean=mean, latents_std=std)
         self._latents_mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1, 1).to(self.device)
         self._latents_std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1, 1).to(self.device)
-
-    def _calibrate_latents(self, seed: int) -> None:
-        """Set the tiny VAE's latents_mean/std from a few synthetic clips, as real Wan ships measured ones."""
-        z = self._calibration_latents(seed)                     # (n, C, F', H', W')
-        mean = z.mean(dim=(0, 2, 3, 4))
-        std = z.std(dim=(0, 2, 3, 4)).clamp_min(1e-3)
-        self._set_latents(mean.tolist(), std.tolist())
 
     @classmethod
     def _classes(cls):
