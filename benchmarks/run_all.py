@@ -1,7 +1,8 @@
 """Every trust table in one command: planted-motion quality, fidelity of each shortcut, the exact-gradient peer
 check, approximate-index recall, and curation in small.
 
-    python benchmarks/run_all.py [--quick] [--only quality,fidelity,peer_check,search,curation] [--out DIR]
+    python benchmarks/run_all.py [--quick] [--only quality,fidelity,peer_check,search,curation,memorization]
+                                 [--out DIR]
 
 Runs each script below in turn (a fresh process each, so one's memory never weighs on the next), prints its
 tables as it finishes, then the seconds each took. ``--quick`` passes ``--quick`` to each (small smoke runs:
@@ -18,7 +19,11 @@ Parts (each script's docstring says exactly what it measures):
 - ``peer_check``: benchmarks/peer_check.py. The engine's exact gradients against torch.func, both losses.
 - ``search``: benchmarks/search.py on 200 k clustered 512-d vectors. The approximate (IVF) index's recall@10
   against exact search, and its latency.
-- ``curation``: benchmarks/curation.py. Fine-tuning on the top 10% by vote vs a random 10% vs everything.
+- ``curation``: benchmarks/curation.py. Fine-tuning on the top 10% by vote vs a random 10% vs everything,
+  judged by the motion of what each model generates.
+- ``memorization``: benchmarks/memorization.py. A few clips memorized, videos generated from their captions and
+  queried: is the source the first hit (top-1 / top-5 for influence with and without the mask, motion
+  similarity)?
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ PARTS = {  # name: (script, full args, quick args)
                ["--n", "20000", "--data", "clustered", "--clusters", "100", "--queries", "50", "--batch", "200",
                 "--store-sample", "2000"]),
     "curation": ("curation.py", [], ["--quick"]),
+    "memorization": ("memorization.py", [], ["--quick"]),
 }
 JSON_PARTS = ("quality", "fidelity")  # the scripts that take --json
 

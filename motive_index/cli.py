@@ -235,7 +235,8 @@ def finetune(manifest, model, out_dir, steps, lr, batch_size, seed, device, quie
 @click.option("--json", "as_json", is_flag=True)
 def generate(model, prompt, out, seed, steps, device, as_json):
     """Sample a clip from --prompt with the model's own flow-matching sampler and write it as an mp4, at the
-    model's standard shape (the tiny preset's VAE is untrained: its clips are noise)."""
+    model's standard shape. The tiny preset's transformer is untrained until fine-tuned (`motive-index
+    finetune`): its clips are noise until then; a fine-tuned tiny model's decode through the trained tiny VAE."""
     import time
 
     from .backbones import load_backbone

@@ -7,12 +7,9 @@ shifted grid (as diffusers' ``FlowMatchEulerDiscreteScheduler``: ``steps`` times
 classifier-free guidance: the models here are trained without dropping the caption, so there is no
 unconditional branch to guide against.
 
-:func:`decode_latents` turns latents into frames with the backbone's VAE. For the ``tiny`` preset that gives
-no meaningful video: its VAE has random, never-trained weights, so a real clip encoded and decoded comes back
-as structured noise (pixel correlation with the input 0.00 ± 0.09; mean optical flow about 3 px/frame where the
-input's is about 0.1, and uncorrelated with it; ``benchmarks/curation.py`` prints this check on every run).
-Measure the motion of a tiny model's samples in latent space instead (and see that benchmark for how little of
-the clips' motion the tiny VAE's latents carry).
+:func:`decode_latents` turns latents into frames with the backbone's VAE. For the ``tiny`` preset that is the
+trained tiny VAE (``backbones/tiny_vae.py``), so a tiny model fine-tuned on clips generates clips that can be
+looked at, masked and queried like any video (``benchmarks/memorization.py``).
 """
 
 from __future__ import annotations
@@ -95,15 +92,14 @@ def sample_many(backbone: Backbone, captions: Sequence[str], seeds: Sequence[int
 def generate_video(backbone: Backbone, caption: str, steps: int = 20, seed: int = 0) -> np.ndarray:
     """A clip sampled from ``caption`` (:func:`sample_latents`) and decoded (:func:`decode_latents`): uint8
     (T, H, W, 3) at the backbone's standard shape, to be written at ``backbone.spec.fps``. Deterministic given
-    the model, caption, steps and seed. With the ``tiny`` preset it is noise (its VAE is untrained)."""
+    the model, caption, steps and seed. An untrained model (the ``tiny`` preset as built) gives noise; fine-tune
+    it first (``motive-index finetune``)."""
     return decode_latents(backbone, sample_latents(backbone, caption, steps=steps, seed=seed))
 
 
 @torch.no_grad()
 def decode_latents(backbone: Backbone, z: torch.Tensor) -> np.ndarray:
-    """Normalized latents (C, F', H', W') -> uint8 frames (T, H, W, 3) through the backbone's VAE. Wan only.
-
-    Meaningless for the ``tiny`` preset (its VAE is untrained; see the module docstring)."""
+    """Normalized latents (C, F', H', W') -> uint8 frames (T, H, W, 3) through the backbone's VAE. Wan only."""
     _check_family(backbone, "decode_latents")
     z = z.to(backbone.device, torch.float32)
     raw = z * backbone._latents_std + backbone._latents_mean               # (C, F', H', W') the VAE's own scale

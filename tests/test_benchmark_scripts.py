@@ -39,12 +39,17 @@ def test_wan_scale_benchmark_tiny_cpu():
 
 
 def test_run_all_quick_prints_every_trust_table():
-    """The README's `benchmarks/run_all.py --quick`: every part runs and prints its table."""
-    text = _run("benchmarks/run_all.py", "--quick")
-    for part in ("quality", "fidelity", "peer_check", "search", "curation"):
+    """The README's `benchmarks/run_all.py --quick`: every part runs and prints its table (curation's quick run
+    is tests/test_curation.py's, in-process, with its own checks)."""
+    text = _run("benchmarks/run_all.py", "--quick", "--only", "quality,fidelity,peer_check,search,memorization")
+    for part in ("quality", "fidelity", "peer_check", "search", "memorization"):
         assert f"## {part}:" in text, part
+    assert re.search(r"\| influence \(flow mask\) \| 2 \| [01]\.\d\d \|", text)   # memorization's table
     assert "FAILED" not in text
-    quality = {r[0]: r for r in _rows(text, "influence") + _rows(text, "motion features") + _rows(text, "chance")}
+    q_text = text[text.index("## quality:"):]
+    q_text = q_text[:q_text.index("\n## ", 1)] if "\n## " in q_text[1:] else q_text   # the quality part alone
+    quality = {r[0]: r for r in _rows(q_text, "influence") + _rows(q_text, "motion features")
+               + _rows(q_text, "chance")}
     for kind in ("influence mse, flow mask", "influence mse, no mask", "influence td, flow mask",
                  "influence mse, flow mask, mask-swap", "motion features (both)", "chance"):
         assert kind in quality, kind

@@ -132,6 +132,7 @@ def test_demo_runs_end_to_end_small(runner, tmp_path):
     selfcheck = [l for l in out.splitlines() if l.startswith("self-check")][0]
     assert "-> first hit clip_0000 (score 1.0000)" in selfcheck
     assert (tmp_path / "demo" / "index-flow" / "lancedb").is_dir()
+    assert "generated generated.mp4 from" in out and (tmp_path / "demo" / "generated.mp4").is_file()
 
 
 def test_query_with_a_model_whose_scheduler_changed_is_refused(runner, built_index, model_dir, dataset, tmp_path):

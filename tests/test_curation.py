@@ -74,6 +74,11 @@ def test_curation_benchmark_quick(tmp_path, capsys):
     for target, per_arm in run["targets"].items():
         for arm in curation.ARMS:
             r = per_arm[arm]
-            assert 0 <= r["kept_share"] <= 1 and 0 <= r["says_target"] <= 1 and math.isfinite(r["magnitude"])
+            assert 0 <= r["kept_share"] <= 1 and 0 <= r["says_target"] <= 1 and r["flow_px"] >= 0
+            assert -1 <= r["similarity"] <= 1
             assert len(r["kept"]) == (run["train"] if arm == "all" else run["kept"])
     assert 0 <= run["classifier_accuracy"] <= 1
+    # the instrument sees motion: real target clips move, the same clips frozen read (almost) no flow
+    real, frozen = run["targets"]["rotate"][curation.REFERENCE[1]], run["targets"]["rotate"][curation.REFERENCE[2]]
+    assert real["flow_px"] > 0.02 and frozen["flow_px"] < 0.005
+    assert run["decode_check"]["psnr_db"] > 24
