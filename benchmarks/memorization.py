@@ -134,7 +134,8 @@ def summarize(ranks: list[int | None], k: int) -> dict:
 
 def table(runs: list[dict], k: int) -> str:
     n_train = runs[0]["n_train"]
-    lines = ["| channel | queries | top-1 | top-5 | mean rank | caption alone: top-1 |", "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| channel | queries | top-1 | top-5 | mean rank | caption alone: top-1 |",
+             "|---|---:|---:|---:|---:|---:|"]
     for ch in CHANNELS:
         s = summarize([x for r in runs for x in r["ranks"][ch]], k)
         if ch in runs[0]["caption_alone"]:

@@ -79,7 +79,8 @@ def main() -> None:
         sched.step()
         if step % 50 == 0 or step == args.steps - 1:
             mse = float(((y.detach().clamp(-1, 1) - x) ** 2).mean()) / 4   # in [0, 1] units
-            print(f"step {step:4d} loss {float(loss.detach()):.4f} train psnr {10 * math.log10(1 / max(mse, 1e-10)):.1f} dB "
+            db = 10 * math.log10(1 / max(mse, 1e-10))
+            print(f"step {step:4d} loss {float(loss.detach()):.4f} train psnr {db:.1f} dB "
                   f"({time.perf_counter() - t1:.0f}s)", flush=True)
     train_s = time.perf_counter() - t1
     vae.eval()

@@ -116,7 +116,7 @@ def _tiny_record() -> dict[str, Any]:
 def scan_model(model: str | Path) -> dict[str, Any]:
     """The cheap part of a model's weights record, as the model is now (no weights hash, no torch): for a
     directory its weight files' sizes, modification times and safetensors header hashes; for ``'tiny'`` the
-    preset, its seed and the library versions."""
+    preset, its seed, the library versions and the sha256 of the trained VAE file it loads."""
     from .record import scan_directory
 
     if str(model) == "tiny":

@@ -3,8 +3,9 @@
 Loads a diffusers-format directory (transformer/, vae/, text_encoder/, tokenizer/, scheduler/, model_index.json;
 what Wan2.1-T2V-*-Diffusers ships and what :meth:`WanBackbone.save_pretrained` writes) and builds a ``tiny``
 preset in code: a seeded random transformer, a byte-level tokenizer and a 2-layer UMT5 encoder (standing in for
-the 4.7 B UMT5-XXL) and the trained tiny VAE shipped in the package (``tiny_vae.py``), so nothing is downloaded. The optional ``motive_index.json`` beside them holds the standard clip shape
-and text length; without it, the paper's shape (81 frames at 16 fps, 480x832, 512 text tokens) is used.
+the 4.7 B UMT5-XXL) and the trained tiny VAE shipped in the package (``tiny_vae.py``), so nothing is downloaded.
+The optional ``motive_index.json`` beside them holds the standard clip shape and text length; without it, the
+paper's shape (81 frames at 16 fps, 480x832, 512 text tokens) is used.
 """
 
 from __future__ import annotations
