@@ -72,8 +72,6 @@ def main() -> None:
     ap.add_argument("--build-clips", type=int, default=12)
     args = ap.parse_args()
 
-    from diffusers import AutoencoderKLWan
-
     from motive_index.backbones import tiny_vae as tv
 
     vae = tv.load_tiny_vae(args.vae or tv.TINY_VAE_DIR).eval()
@@ -82,8 +80,7 @@ def main() -> None:
     _, z = tv.reconstruct(vae, sets["shapes"][:1])
     moving = [m for name, s in scores.items() if name != "frozen" for m in s["latent_motion"]]
     frozen = scores["frozen"]["latent_motion"]
-    baseline = AutoencoderKLWan(base_dim=8, z_dim=4, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
-                                temperal_downsample=[False, True, True]).eval()
+    baseline = tv.legacy_tiny_vae().eval()
     enc, dec = costs(vae)
     b_enc, b_dec = costs(baseline)
     stages = build_share(args.build_clips) if args.build_clips else {}

@@ -88,7 +88,7 @@ def test_distributed_benchmark_quick_json():
     for r in ba["runs"]:
         assert r["status"] == "ok" and r["added"] == n and r["failed"] == 0, r
         assert r["s_per_clip"] > 0 and r["steady_s_per_clip"] > 0 and r["cpu_s_per_clip"] > 0, r
-        assert r["max_abs_diff_vs_local"]["max"] <= BOUND, r
+        assert r["max_abs_diff_vs_new"]["max"] <= BOUND, r
     worktree = Path(ba["worktree"])
     old_file, new_file = Path(ba["runs"][0]["file"]), Path(ba["runs"][1]["file"])
     assert worktree in old_file.parents and ROOT not in old_file.parents  # the old code was imported

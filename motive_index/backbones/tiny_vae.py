@@ -57,6 +57,20 @@ def new_tiny_vae(seed: int = 0):
         return AutoencoderKLWan(**TINY_VAE_CONFIG, latents_mean=[0.0] * z, latents_std=[1.0] * z)
 
 
+def legacy_tiny_vae(seed: int = 0):
+    """The VAE the tiny preset had before this one: the Wan 2.1 layout (four stages, no patchify, 4 latent
+    channels), untrained, seeded. For comparisons with code older than the trained VAE, which cannot read the
+    Wan 2.2 layout (``benchmarks/distributed.py``), and as the cost baseline of ``benchmarks/vae.py``."""
+    import torch
+    from diffusers import AutoencoderKLWan
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return AutoencoderKLWan(base_dim=8, z_dim=4, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
+                                temperal_downsample=[False, True, True], latents_mean=[0.0] * 4,
+                                latents_std=[1.0] * 4)
+
+
 def load_tiny_vae(folder: str | Path = TINY_VAE_DIR):
     """The trained tiny VAE shipped in the package (or one the training script wrote to ``folder``)."""
     from diffusers import AutoencoderKLWan

@@ -57,19 +57,21 @@ class WanBackbone(DiffusersBackbone):
 
     @classmethod
     def tiny(cls, seed: int = 0, spec: VideoSpec = TINY_SPEC, layers: int = 4, heads: int = 4,
-             head_dim: int = 32, calibration: dict | None = None) -> "WanBackbone":
+             head_dim: int = 32, calibration: dict | None = None, vae=None) -> "WanBackbone":
         """A ~1 M-parameter Wan transformer and a tiny UMT5, seeded random weights, with the trained tiny VAE
         (0.5 M parameters, shipped in the package; the same for every seed: ``tiny_vae.py``).
 
         ``calibration``: the VAE's latents mean/std (a preset's weights record keeps them); without it, the ones
-        the training script measured and wrote into the VAE's config."""
+        the training script measured and wrote into the VAE's config. ``vae``: another AutoencoderKLWan instead
+        (e.g. ``tiny_vae.legacy_tiny_vae()``, for code that predates the trained one); the transformer's channels
+        and patch follow it."""
         from diffusers import WanTransformer3DModel
         from transformers import UMT5Config, UMT5EncoderModel
 
         from .tiny_vae import load_tiny_vae
 
         tokenizer = byte_tokenizer()
-        vae = load_tiny_vae()
+        vae = load_tiny_vae() if vae is None else vae
         z_dim = int(vae.config.z_dim)
         # the transformer's patch makes 4x4 tokens per latent frame, whatever the VAE's spatial factor
         factor = 2 ** (len(vae.config.dim_mult) - 1) * int(vae.config.patch_size or 1)
