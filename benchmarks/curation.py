@@ -176,8 +176,9 @@ def run_seed(seed: int, args, log) -> dict:
                          for _, mm, _ in reads])                            # (N + Q, D)
         frozen = [np.repeat(v.frames[:1], len(v.frames), axis=0) for v, _, _ in reads[len(train_c):]]
         motion_reader = MotionReader()
-        d_frozen = np.stack([motion_reader.read(f)[0] for f in frozen])
-        f_frozen = [motion_reader.read(f)[1] for f in frozen]
+        frozen_read = [motion_reader.read(f) for f in frozen]
+        d_frozen = np.stack([d for d, _ in frozen_read])
+        f_frozen = [px for _, px in frozen_read]
         f_real = [float(np.linalg.norm(mm.flows, axis=-1).mean()) for _, mm, _ in reads]
         clf_reads = [engine.read(c.path, c.start_sec, c.end_sec) for c in clf_c]   # no arm trains on these
         d_clf = np.stack([motion_descriptor(mm.flows, mm.residual, FeatureConfig(), residual_still=mm.static)
