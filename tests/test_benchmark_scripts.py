@@ -73,3 +73,13 @@ def test_search_benchmark_json_has_every_field():
         assert key in r, key
     assert r["n"] == 4000 and r["kind"] == "compressed" and r["built"] == "compressed" and r["add_ok"]
     assert r["recall_at_10"] >= 0.9 and 0 < r["resident_bytes"] < 4000 * 32 * 4 and r["catchup_ms"] > 0
+
+
+def test_vae_sweep_benchmark_quick():
+    text = _run("benchmarks/vae_sweep.py", "--seconds", "2", "--variants", "shipped", "base", "--clips", "1",
+                "--pool", "4")
+    rows = {r[0]: r for r in _rows(text, "shipped") + _rows(text, "base")}
+    assert set(rows) == {"shipped", "base"} and rows["shipped"][1] == "0" and int(rows["base"][1]) >= 1
+    assert float(rows["base"][4]) > 0
+    # the shipped VAE (2000 steps) reconstructs held-out shapes better than one trained for two seconds
+    assert float(rows["shipped"][5]) > float(rows["base"][5]) + 3

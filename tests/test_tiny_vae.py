@@ -62,3 +62,28 @@ def test_measures():
 def test_missing_weights_say_how_to_rebuild(tmp_path):
     with pytest.raises(ModelLoadError, match="tools/train_tiny_vae.py"):
         tv.load_tiny_vae(tmp_path)
+
+
+def test_training_script_continues_a_run_and_records_it(tmp_path):
+    """``tools/train_tiny_vae.py --init``: two steps on from the shipped weights; the new folder loads, its weights
+    moved, and train.json names the run it continued and holds the curve and held-out scores."""
+    import subprocess
+    import sys
+
+    root = tv.TINY_VAE_DIR.parents[2]
+    out = tmp_path / "vae"
+    run = subprocess.run([sys.executable, "tools/train_tiny_vae.py", "--init", str(tv.TINY_VAE_DIR),
+                          "--out", str(out), "--steps", "2", "--pool", "4", "--batch", "2", "--seed", "1"],
+                         cwd=root, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rec = tv.training_record(out)
+    shipped = tv.training_record()
+    assert rec["init"]["weights_sha256"] == shipped["weights_sha256"]
+    assert rec["init"]["record"]["args"] == shipped["args"]
+    assert [c["step"] for c in rec["curve"]] == [0, 1] and all(c["train_psnr_db"] > 10 for c in rec["curve"])
+    assert set(rec["held_out"]) == set(shipped["held_out"])
+    weights = out / "diffusion_pytorch_model.safetensors"
+    assert rec["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    new, old = tv.load_tiny_vae(out), tv.load_tiny_vae()
+    diffs = [float((a - b).detach().abs().max()) for a, b in zip(new.parameters(), old.parameters())]
+    assert max(diffs) > 0 and max(diffs) < 0.01   # moved, by two small AdamW steps from the shipped weights

@@ -1,15 +1,18 @@
 """Train the tiny Wan preset's VAE and write it where the package loads it from (seeded, minutes on a CPU).
 
     python tools/train_tiny_vae.py [--out motive_index/backbones/tiny_vae] [--steps 900] [--seed 0]
+    python tools/train_tiny_vae.py --init motive_index/backbones/tiny_vae --out DIR --steps 3000 --lr 5e-4
 
 Data: a pool of seeded 9-frame 64x64 clips (``tiny_vae.vae_clip``): synthetic shapes (45%), camera pans over the
 training photo textures (45%) and frozen clips (10%), with random horizontal flips. The AutoencoderKLWan of
 ``tiny_vae.TINY_VAE_CONFIG`` is trained on L1 + MSE of its reconstruction (from a posterior sample) plus a
-small KL term, AdamW with a cosine schedule. Then the latents' per-channel mean and std are measured on 17-frame
-training clips and written into its config (as real Wan ships measured ones), and it is scored on held-out clips
-(17 frames, other seeds; pans over ``HELD_OUT_TEXTURES``, never trained on): PSNR, the optical flow's correlation
-with the input's, and latent motion of real against frozen clips. ``train.json`` beside the weights records the
-arguments, the scores and the weights' sha256.
+small KL term, AdamW with a cosine schedule (``--init DIR``: start from the weights a run wrote there instead of a
+fresh seeded VAE, to train further; ``train.json`` then records the run it continued). Then the latents'
+per-channel mean and std are measured on 17-frame training clips and written into its config (as real Wan ships
+measured ones), and it is scored on held-out clips (17 frames, other seeds; pans over ``HELD_OUT_TEXTURES``,
+never trained on): PSNR, the optical flow's correlation with the input's, and latent motion of real against frozen
+clips. ``train.json`` beside the weights records the arguments, the training curve (loss and train PSNR every 50
+steps), the scores and the weights' sha256.
 
 Reproducible on one machine and torch version (seeded data, initialisation and batches); other thread counts or
 CPUs can round differently, so the shipped file's sha256 is what identifies the weights.
@@ -43,6 +46,7 @@ def main() -> None:
     ap.add_argument("--kl", type=float, default=1e-6)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--init", type=Path, default=None, help="continue from the VAE a run wrote to this folder")
     args = ap.parse_args()
 
     import torch
@@ -54,7 +58,15 @@ def main() -> None:
     sets = tv.held_out_sets()
     print(f"data: {len(data)} training clips of {args.frames} frames in {time.perf_counter() - t0:.0f}s", flush=True)
 
-    vae = tv.new_tiny_vae(args.seed)
+    init = None
+    if args.init is not None:
+        vae = tv.load_tiny_vae(args.init)
+        prev = tv.training_record(args.init)
+        init = {"folder": str(args.init), "weights_sha256": prev.get("weights_sha256"),
+                "record": {k: v for k, v in prev.items() if k != "curve"}}
+        print(f"continuing from {args.init} ({prev.get('args', {}).get('steps', '?')} steps recorded)", flush=True)
+    else:
+        vae = tv.new_tiny_vae(args.seed)
     vae.train()
     opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=1e-4)
     warm = max(1, args.steps // 30)
@@ -62,6 +74,7 @@ def main() -> None:
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / args.steps))))
     gen = np.random.default_rng(args.seed)
     t1 = time.perf_counter()
+    curve = []
     for step in range(args.steps):
         idx = gen.integers(0, len(data), args.batch)
         batch = data[idx]
@@ -80,6 +93,8 @@ def main() -> None:
         if step % 50 == 0 or step == args.steps - 1:
             mse = float(((y.detach().clamp(-1, 1) - x) ** 2).mean()) / 4   # in [0, 1] units
             db = 10 * math.log10(1 / max(mse, 1e-10))
+            curve.append({"step": step, "loss": round(float(loss.detach()), 5), "train_psnr_db": round(db, 2),
+                          "seconds": round(time.perf_counter() - t1, 1)})
             print(f"step {step:4d} loss {float(loss.detach()):.4f} train psnr {db:.1f} dB "
                   f"({time.perf_counter() - t1:.0f}s)", flush=True)
     train_s = time.perf_counter() - t1
@@ -98,9 +113,9 @@ def main() -> None:
     weights = args.out / "diffusion_pytorch_model.safetensors"
     record = {"script": "tools/train_tiny_vae.py", "args": {k: (str(v) if isinstance(v, Path) else v)
                                                           for k, v in vars(args).items() if k != "out"},
-              "torch": torch.__version__, "train_seconds": round(train_s, 1),
+              "torch": torch.__version__, "train_seconds": round(train_s, 1), "init": init,
               "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
-              "params": sum(p.numel() for p in vae.parameters()), "held_out": scores}
+              "params": sum(p.numel() for p in vae.parameters()), "held_out": scores, "curve": curve}
     (args.out / "train.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"\ntrained {args.steps} steps in {train_s:.0f}s; wrote {args.out}")
     print("| held-out set | PSNR dB (mean) | PSNR dB (min) | flow corr | latent motion (mean) |")
