@@ -1,6 +1,6 @@
 """Which change to the tiny VAE buys reconstruction fastest: variants trained for the same wall time, scored alike.
 
-    python benchmarks/vae_sweep.py [--seconds 200] [--variants shipped continue base z48 dec32 enc16] [--clips 3]
+    python benchmarks/vae_sweep.py [--seconds 150] [--variants shipped continue base z48 dec32 enc16] [--clips 3]
 
 Each variant trains ``--seconds`` on these CPUs from a fresh seeded AutoencoderKLWan of ``tiny_vae.TINY_VAE_CONFIG``
 with one change (``base``: none; ``z48``: 48 latent channels; ``dec32``: a decoder twice as wide; ``enc16``: an
@@ -83,7 +83,7 @@ def encode_ms(vae) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=200.0, help="training wall time per variant")
+    ap.add_argument("--seconds", type=float, default=150.0, help="training wall time per variant")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--clips", type=int, default=3, help="held-out clips per set")
     ap.add_argument("--pool", type=int, default=400, help="training clips generated up front")
