@@ -48,6 +48,8 @@ def train(vae, data: np.ndarray, seconds: float, lr: float, seed: int) -> int:
     """Train in place for ``seconds`` (the training script's loss); returns the steps taken."""
     import torch
 
+    from motive_index.backbones import tiny_vae as tv
+
     vae.train()
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=1e-4)
     gen = np.random.default_rng(seed)
@@ -55,15 +57,7 @@ def train(vae, data: np.ndarray, seconds: float, lr: float, seed: int) -> int:
     while time.perf_counter() - t0 < seconds:
         for g in opt.param_groups:
             g["lr"] = lr * min(1.0, (step + 1) / 20)
-        x = torch.from_numpy(np.ascontiguousarray(data[gen.integers(0, len(data), 6)]))
-        x = x.permute(0, 4, 1, 2, 3).float() / 127.5 - 1
-        post = vae.encode(x).latent_dist
-        y = vae.decode(post.sample(generator=torch.Generator().manual_seed(seed * 10**6 + step))).sample
-        loss = (y - x).abs().mean() + ((y - x) ** 2).mean() + 1e-6 * post.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
+        tv.train_step(vae, opt, data[gen.integers(0, len(data), 6)], 1e-6, seed * 10**6 + step)
         step += 1
     vae.eval()
     return step

@@ -80,22 +80,12 @@ def main() -> None:
         batch = data[idx]
         flip = gen.random(args.batch) < 0.5
         batch[flip] = batch[flip][:, :, :, ::-1]
-        x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
-        post = vae.encode(x).latent_dist
-        y = vae.decode(post.sample(generator=torch.Generator().manual_seed(args.seed * 10**6 + step))).sample
-        rec = (y - x).abs().mean() + ((y - x) ** 2).mean()
-        loss = rec + args.kl * post.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
+        loss, db = tv.train_step(vae, opt, batch, args.kl, args.seed * 10**6 + step)
         sched.step()
         if step % 50 == 0 or step == args.steps - 1:
-            mse = float(((y.detach().clamp(-1, 1) - x) ** 2).mean()) / 4   # in [0, 1] units
-            db = 10 * math.log10(1 / max(mse, 1e-10))
-            curve.append({"step": step, "loss": round(float(loss.detach()), 5), "train_psnr_db": round(db, 2),
+            curve.append({"step": step, "loss": round(loss, 5), "train_psnr_db": round(db, 2),
                           "seconds": round(time.perf_counter() - t1, 1)})
-            print(f"step {step:4d} loss {float(loss.detach()):.4f} train psnr {db:.1f} dB "
+            print(f"step {step:4d} loss {loss:.4f} train psnr {db:.1f} dB "
                   f"({time.perf_counter() - t1:.0f}s)", flush=True)
     train_s = time.perf_counter() - t1
     vae.eval()

@@ -187,6 +187,24 @@ def latent_motion(z) -> float:
     return float(np.abs(np.diff(tail, axis=1)).mean() / (z.std() + 1e-8))
 
 
+def train_step(vae, opt, clips: np.ndarray, kl: float, sample_seed: int) -> tuple[float, float]:
+    """One step of the training loss on uint8 (B, T, H, W, 3) clips (``tools/train_tiny_vae.py``,
+    ``benchmarks/vae_sweep.py``): L1 + MSE of the reconstruction from a seeded posterior sample plus ``kl`` times
+    the KL term, gradients clipped to norm 1. Returns (loss, the batch's PSNR in dB)."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(clips)).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
+    post = vae.encode(x).latent_dist
+    y = vae.decode(post.sample(generator=torch.Generator().manual_seed(sample_seed))).sample
+    loss = (y - x).abs().mean() + ((y - x) ** 2).mean() + kl * post.kl().mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+    opt.step()
+    mse = float(((y.detach().clamp(-1, 1) - x) ** 2).mean()) / 4   # in [0, 1] units
+    return float(loss.detach()), 10 * math.log10(1 / max(mse, 1e-10))
+
+
 # ---------------------------------------------------------------------------------------------- data sets
 
 
