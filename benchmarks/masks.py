@@ -21,13 +21,14 @@
    standardized as a build does (``standardize`` + ``between_frames``). Tiny shape (17x64x64 at 8 fps) from
    96x96 sources at 16 and 30 fps: diagonal pans at 2, 4, 8 and 16 source px per frame, and the same with a 1 %
    zoom per frame, disks of radius 0.1 and 0.25 of the side; paper shape (81x480x832 at 16 fps) from 480x832
-   at 30 fps, gravel, pans of 4 and 16 px per frame (``--quick``: 4 only). Each clip's object mask (the
-   default ``MaskConfig`` but ``flow_steps``) with ``flow_steps`` 1 (flow between standard frames: indexes
-   before it), 2 and 4: the mean weight inside the mover over the mean weight outside it (the frame's interior:
-   4 px at 64, 16 at 480 left out; target >= 10), and the end-point error of the raw flow on the background
-   (the still world, true flow from ``render_pan`` composed over each standard interval and brought to the
-   standard shape). Then the cost per clip from an mp4 (``load_video`` + ``motion_mask``) with flow_steps 1
-   and the default, at both shapes, median of 2 runs.
+   at 30 fps, gravel, pans of 4 and 16 px per frame (``--quick``: 4 only). Each clip's object mask under the
+   settings of ``PAN_SETTINGS`` (``flow_steps`` 1 with the camera fitted to sparse tracks and no gate: indexes
+   before flow_steps; ``flow_steps`` 4 so: indexes before camera_fit and camera_gate; the camera fitted to the
+   dense flow; today's default, which adds the camera gate): the mean weight inside the mover over the mean
+   weight outside it (the frame's interior: 4 px at 64, 16 at 480 left out; target >= 10), and the end-point
+   error of the raw flow on the background (the still world, true flow from ``render_pan`` composed over each
+   standard interval and brought to the standard shape). Then the cost per clip from an mp4 (``load_video`` +
+   ``motion_mask``) under ``PAPER_SETTINGS``, at both shapes, median of 2 runs.
 """
 
 from __future__ import annotations
@@ -249,7 +250,15 @@ def cost(quick: bool, base: MaskConfig):
 # ------------------------------------------------------------------------------------------------ textured pans
 
 PAN_TEXTURES = ("gravel", "grass", "brick", "astronaut")
-PAN_STEPS = (1, 2, 4)
+# the mask settings compared on textured pans: the first is what indexes made before flow_steps use, the second
+# what they made before camera_fit / camera_gate, the last today's default
+PAN_SETTINGS = {
+    "steps 1, tracks": MaskConfig(flow_steps=1, camera_fit="tracks", camera_gate=0.0),
+    "steps 4, tracks": MaskConfig(flow_steps=4, camera_fit="tracks", camera_gate=0.0),
+    "steps 4, flow fit": MaskConfig(flow_steps=4, camera_fit="flow", camera_gate=0.0),
+    "default": MaskConfig(),
+}
+PAPER_SETTINGS = ("steps 1, tracks", "steps 4, tracks", "default")  # 30 fps over 16: steps 2 and 4 are the same
 TINY, PAPER = VideoSpec(), VideoSpec(frames=81, fps=16.0, height=480, width=832)
 
 
@@ -273,8 +282,8 @@ def _std_flow(flow: np.ndarray, fps: float, vs: VideoSpec, src_hw: tuple[int, in
     return np.stack(out).astype(np.float32)
 
 
-def pan_case(texture: str, spec, vs: VideoSpec, steps=PAN_STEPS) -> dict:
-    """{k: (inside / outside, background EPE, seconds)} for one textured pan."""
+def pan_case(texture: str, spec, vs: VideoSpec, settings=tuple(PAN_SETTINGS)) -> dict:
+    """{setting: (inside / outside, background EPE, seconds)} for one textured pan."""
     from motive_index.synthetic import photo_texture, render_pan
     from motive_index.video import between_frames
 
@@ -287,8 +296,9 @@ def pan_case(texture: str, spec, vs: VideoSpec, steps=PAN_STEPS) -> dict:
     inner[b:-b, b:-b] = True
     bg_flow = ~gt[:-1] & ~gt[1:] & inner  # background in both frames of a pair, away from the edges
     out = {}
-    for k in steps:
-        cfg = MaskConfig(flow_steps=k)
+    for name in settings:
+        cfg = PAN_SETTINGS[name]
+        k = cfg.flow_steps
         t = time.perf_counter()
         mm = motion_mask(std, cfg, between=between_frames(frames, spec.fps, vs, k) if k > 1 else None)
         sec = time.perf_counter() - t
@@ -296,7 +306,7 @@ def pan_case(texture: str, spec, vs: VideoSpec, steps=PAN_STEPS) -> dict:
         g = gt[:, inner]
         ratio = float(w[g].mean() / max(float(w[~g].mean()), 1e-6))
         epe = float(np.linalg.norm(mm.flows - true, axis=-1)[bg_flow].mean())
-        out[k] = (ratio, epe, sec)
+        out[name] = (ratio, epe, sec)
     return out
 
 
@@ -317,13 +327,13 @@ def textured_pans(quick: bool) -> dict:
     paper = {}
     for speed in ((4.0,) if quick else (4.0, 16.0)):
         spec = PanSpec(frames=156, fps=30.0, height=480, width=832, speed=speed, sprite=0.1, sprite_speed=12.0)
-        paper[speed] = pan_case("gravel", spec, PAPER, steps=(1, 2))
+        paper[speed] = pan_case("gravel", spec, PAPER, settings=PAPER_SETTINGS)
         print(f"  textured pans paper {speed:g} px/frame done", file=sys.stderr)
     return {"tiny": tiny, "paper": paper, "cost": pan_cost(quick)}
 
 
 def pan_cost(quick: bool) -> list[tuple]:
-    """(shape, flow_steps, decode s, mask s) per clip from an mp4, median of 2 runs."""
+    """(shape, setting, decode s, mask s) per clip from an mp4, median of 2 runs."""
     import tempfile
 
     from motive_index.motion import make_flow_estimator
@@ -332,14 +342,14 @@ def pan_cost(quick: bool) -> list[tuple]:
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, vs, spec in (("tiny 17x64x64", TINY, PanSpec(frames=68, fps=30.0, speed=4.0)),
+        for shape, vs, spec in (("tiny 17x64x64", TINY, PanSpec(frames=68, fps=30.0, speed=4.0)),
                                ("paper 81x480x832", PAPER, PanSpec(frames=156, fps=30.0, height=480, width=832,
                                                                    speed=4.0, sprite_speed=12.0))):
             frames, _, _ = render_pan(photo_texture("gravel"), photo_texture("coffee"), spec)
             path = Path(tmp) / f"{vs.height}.mp4"
             write_video(path, frames, spec.fps)
-            for k in (1, MaskConfig().flow_steps):
-                cfg = MaskConfig(flow_steps=k)
+            for name in PAPER_SETTINGS:
+                cfg = PAN_SETTINGS[name]
                 est = make_flow_estimator(cfg)
                 dec, msk = [], []
                 for _ in range(1 if quick and vs.height > 64 else 2):
@@ -349,46 +359,55 @@ def pan_cost(quick: bool) -> list[tuple]:
                     motion_mask(video.frames, cfg, est, between=video.between)
                     dec.append(t1 - t)
                     msk.append(time.perf_counter() - t1)
-                rows.append((name, k, statistics.median(dec), statistics.median(msk)))
+                rows.append((shape, name, statistics.median(dec), statistics.median(msk)))
     return rows
 
 
 def print_pans(res: dict) -> None:
+    names = list(PAN_SETTINGS)
     print("\n### Textured pans: mean weight inside the mover / outside (target >= 10) and background EPE (px per "
-          "standard interval), by flow_steps\n")
+          "standard interval), by mask setting\n")
     print("tiny shape 17x64x64 at 8 fps from 96x96 sources; each row: the median over textures "
-          f"({', '.join(PAN_TEXTURES)}) and disk sizes, [the worst], then the EPE's median\n")
-    print("| source fps | camera | speed (px/frame at 96 px) | " + " | ".join(f"flow_steps {k}" for k in PAN_STEPS)
-          + " |")
-    print("|---:|---|---:|" + "---|" * len(PAN_STEPS))
+          f"({', '.join(PAN_TEXTURES)}) and disk sizes, [the worst], then the EPE's median. Settings: "
+          + "; ".join(f"{n} = {_setting(PAN_SETTINGS[n])}" for n in names) + "\n")
+    print("| source fps | camera | speed (px/frame at 96 px) | " + " | ".join(names) + " |")
+    print("|---:|---|---:|" + "---|" * len(names))
     for (fps, camera, speed), cases in res["tiny"].items():
         cells = []
-        for k in PAN_STEPS:
-            ratios = [c[2][k][0] for c in cases]
-            epes = [c[2][k][1] for c in cases]
+        for n in names:
+            ratios = [c[2][n][0] for c in cases]
+            epes = [c[2][n][1] for c in cases]
             cells.append(f"{statistics.median(ratios):.1f} [{min(ratios):.1f}] / {statistics.median(epes):.2f}")
         print(f"| {fps:g} | {camera} | {speed:g} | " + " | ".join(cells) + " |")
     per_tex: dict = {}
     for cases in res["tiny"].values():
         for tex, _, r in cases:
-            for k in PAN_STEPS:
-                per_tex.setdefault((tex, k), []).append(r[k][0])
+            for n in names:
+                per_tex.setdefault((tex, n), []).append(r[n][0])
     print("| all | all | per texture: share of clips >= 10 | "
-          + " | ".join(", ".join(f"{t} {sum(x >= 10 for x in per_tex[(t, k)])}/{len(per_tex[(t, k)])}"
-                                 for t in PAN_TEXTURES if (t, k) in per_tex) for k in PAN_STEPS) + " |")
+          + " | ".join(", ".join(f"{t} {sum(x >= 10 for x in per_tex[(t, n)])}/{len(per_tex[(t, n)])}"
+                                 for t in PAN_TEXTURES if (t, n) in per_tex) for n in names) + " |")
     print("\npaper shape 81x480x832 at 16 fps from 480x832 at 30 fps, gravel, disk radius 48 px (30 fps over 16: "
           "flow_steps 2 and 4 are the same)\n")
-    print("| speed (px/frame) | flow_steps 1: ratio / EPE / mask s | flow_steps 2: ratio / EPE / mask s |")
-    print("|---:|---|---|")
+    print("| speed (px/frame) | " + " | ".join(f"{n}: ratio / EPE / mask s" for n in PAPER_SETTINGS) + " |")
+    print("|---:|" + "---|" * len(PAPER_SETTINGS))
     for speed, r in res["paper"].items():
-        print(f"| {speed:g} | " + " | ".join(f"{r[k][0]:.1f} / {r[k][1]:.2f} / {r[k][2]:.1f}" for k in (1, 2)) + " |")
+        print(f"| {speed:g} | " + " | ".join(f"{r[n][0]:.1f} / {r[n][1]:.2f} / {r[n][2]:.1f}" for n in PAPER_SETTINGS)
+              + " |")
     print("\ncost per clip from an mp4 (30 fps gravel pan at 4 px/frame), median of 2 runs\n")
-    print("| shape | flow_steps | decode s | mask s | decode + mask s | vs flow_steps 1 |")
-    print("|---|---:|---:|---:|---:|---:|")
-    base = {}
-    for name, k, dec, msk in res["cost"]:
-        base.setdefault(name, dec + msk)
-        print(f"| {name} | {k} | {dec:.2f} | {msk:.2f} | {dec + msk:.2f} | x{(dec + msk) / base[name]:.2f} |")
+    print(f"| shape | setting | decode s | mask s | decode + mask s | vs {PAPER_SETTINGS[0]} | "
+          f"vs {PAPER_SETTINGS[1]} |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    base: dict = {}
+    for shape, name, dec, msk in res["cost"]:
+        base.setdefault(shape, []).append(dec + msk)
+        first, prev = base[shape][0], base[shape][min(1, len(base[shape]) - 1)]
+        print(f"| {shape} | {name} | {dec:.2f} | {msk:.2f} | {dec + msk:.2f} | x{(dec + msk) / first:.2f} | "
+              f"x{(dec + msk) / prev:.2f} |")
+
+
+def _setting(cfg: MaskConfig) -> str:
+    return f"flow_steps {cfg.flow_steps}, camera_fit {cfg.camera_fit}, camera_gate {cfg.camera_gate:g}"
 
 
 # ------------------------------------------------------------------------------------------------ main

@@ -83,10 +83,17 @@ def _device(ctx, param, value: str) -> str:
 
 
 def _mask_options(f):
-    """--motion, --flow, --flow-model, --normalize, --flow-steps: how the motion mask is made (all part of the
-    fingerprint)."""
-    from .config import FLOW_METHODS, MAX_FLOW_STEPS, MOTION_KINDS, NORMALIZATIONS, MaskConfig
+    """--motion, --flow, --flow-model, --normalize, --flow-steps, --camera-fit, --camera-gate: how the motion mask
+    is made (all part of the fingerprint)."""
+    from .config import CAMERA_FITS, FLOW_METHODS, MAX_FLOW_STEPS, MOTION_KINDS, NORMALIZATIONS, MaskConfig
 
+    f = click.option("--camera-gate", type=click.FloatRange(0, 255), default=None,
+                     help="With --motion object: residual motion where the camera's warp explains a pixel's look "
+                          "(photometric error in gray levels over this) counts less, while the camera moves "
+                          f"(default {MaskConfig().camera_gate:g}; 0: off, as indexes made before it).")(f)
+    f = click.option("--camera-fit", type=click.Choice(CAMERA_FITS), default=None,
+                     help="With --motion object: fit the camera to the dense flow (flow, default) or to sparse "
+                          "tracks (tracks, as indexes made before it).")(f)
     f = click.option("--flow-steps", type=click.IntRange(1, MAX_FLOW_STEPS), default=None,
                      help="Flow between two standard frames runs through up to this many steps of source frames "
                           f"(default {MaskConfig().flow_steps}; 1: between the standard frames alone, as indexes "
@@ -102,16 +109,15 @@ def _mask_options(f):
     return f
 
 
-def _mask_config(kind: str = "flow", motion=None, flow=None, flow_model=None, normalize=None, flow_steps=None,
-                 base=None):
-    """A MaskConfig from the options given, over ``base`` (an index's settings) or the defaults."""
+def _mask_config(kind: str = "flow", base=None, **options):
+    """A MaskConfig from the options given (``_mask_options``' values, None where not given), over ``base`` (an
+    index's settings) or the defaults."""
     import dataclasses
 
     from .config import MaskConfig
 
-    given = {"kind": kind, "motion": motion, "flow": flow, "flow_model": flow_model, "normalize": normalize,
-             "flow_steps": flow_steps}
-    if flow and flow != "learned":
+    given = {"kind": kind, **options}
+    if options.get("flow") and options["flow"] != "learned":
         given["flow_model"] = ""
     try:  # every field, base's or the defaults' (from_dict would read a missing flow_steps as an old index's)
         return MaskConfig(**{**dataclasses.asdict(base if base else MaskConfig()),
@@ -289,13 +295,14 @@ def generate(model, prompt, out, seed, steps, device, as_json):
 @_NO_WAIT
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", is_flag=True)
-def build(manifest, model, index_dir, mask, motion, flow, flow_model, normalize, flow_steps, dim, samples, params,
-          precision, loss, features, checkpointing, device, executor, address, workers, gpus_per_worker, no_wait,
-          as_json, quiet):
+def build(manifest, model, index_dir, mask, motion, flow, flow_model, normalize, flow_steps, camera_fit, camera_gate,
+          dim, samples, params, precision, loss, features, checkpointing, device, executor, address, workers,
+          gpus_per_worker, no_wait, as_json, quiet):
     """Embed MANIFEST's clips into the index at --index (resumes; skips clips already stored)."""
     from .api import MotiveIndex
 
-    cfg = _mask_config(mask, motion, flow, flow_model, normalize, flow_steps)
+    cfg = _mask_config(mask, motion=motion, flow=flow, flow_model=flow_model, normalize=normalize,
+                       flow_steps=flow_steps, camera_fit=camera_fit, camera_gate=camera_gate)
     with _bar("build", quiet) as bar:
         _, report = MotiveIndex.build(manifest, model, index_dir, mask=cfg, dim=dim, samples=samples,
                                       params=params, precision=precision, loss=loss, features=features,
@@ -566,7 +573,8 @@ def curate(queries, index_dir, keep, percentile, by, out, device, as_json, quiet
 @click.option("--start-sec", type=click.FloatRange(min=0), default=None, help="As a manifest's start_sec.")
 @click.option("--end-sec", type=click.FloatRange(min=0), default=None, help="As a manifest's end_sec.")
 @click.option("--json", "as_json", is_flag=True)
-def mask(video, out, model, index_dir, motion, flow, flow_model, normalize, flow_steps, start_sec, end_sec, as_json):
+def mask(video, out, model, index_dir, motion, flow, flow_model, normalize, flow_steps, camera_fit, camera_gate,
+         start_sec, end_sec, as_json):
     """Write the motion mask of VIDEO, on its standardized frames, as the build would compute it."""
     from .api import MotiveIndex, compute_mask
     from .backbones import read_spec
@@ -588,7 +596,8 @@ def mask(video, out, model, index_dir, motion, flow, flow_model, normalize, flow
         base, spec = MaskConfig.from_dict(stored), VideoSpec.from_dict(fp["video"])
     elif model is not None:
         spec = read_spec(model)
-    cfg = _mask_config("flow", motion, flow, flow_model, normalize, flow_steps, base=base)
+    cfg = _mask_config("flow", base=base, motion=motion, flow=flow, flow_model=flow_model, normalize=normalize,
+                       flow_steps=flow_steps, camera_fit=camera_fit, camera_gate=camera_gate)
     frames, mm = compute_mask(video, cfg, spec, start_sec=start_sec, end_sec=end_sec)
     path = write_mask(out, frames, mm.weight, spec.fps, static=mm.static)
     d = {"out": str(path), "shape": list(mm.weight.shape), "static": mm.static, "max_flow_px": mm.max_flow_px,

@@ -67,6 +67,9 @@ CAMERA_MODELS = ("homography", "similarity")
 NORMALIZATIONS = ("minmax", "percentile")
 LEGACY_FLOW_STEPS = 1  # what an index's mask without a flow_steps key was made with
 MAX_FLOW_STEPS = 16
+CAMERA_FITS = ("flow", "tracks")
+# what an index's mask without camera_fit / camera_gate keys was made with
+LEGACY = {"flow_steps": LEGACY_FLOW_STEPS, "camera_fit": "tracks", "camera_gate": 0.0}
 
 
 @dataclass(frozen=True)
@@ -76,8 +79,8 @@ class MaskConfig(_Config):
     ``flow``: the dense flow estimator (``learned`` runs a user's exported model from ``flow_model``).
     ``dis_preset``: ``auto`` picks ``fast`` for frames under 128 px on the shorter side (DIS's ``medium`` patches
     are too coarse there: mask IoU 0.51 vs 0.64 on 64x64 pans, benchmarks/masks.py) and ``medium`` otherwise.
-    ``motion``: ``object`` (default) subtracts the camera's global motion (``camera_model`` fitted with RANSAC to
-    sparse tracks) before the magnitude; ``all`` keeps it (the paper's mask). Chosen by measurement: mask IoU
+    ``motion``: ``object`` (default) subtracts the camera's global motion (``camera_model`` fitted with RANSAC)
+    before the magnitude; ``all`` keeps it (the paper's mask). Chosen by measurement: mask IoU
     equal without camera motion and higher with it (benchmarks/masks.py), attribution a tie (top-10 same-motion
     share 0.292 +- 0.043 vs 0.303 +- 0.057 over 5 seeds, benchmarks/attribution_quality.py).
     ``normalize``: the paper's global ``minmax``, or ``percentile`` (min to the ``percentile``-th value,
@@ -86,6 +89,12 @@ class MaskConfig(_Config):
     (every source frame while the interval spans no more; above, evenly spaced ones), composed; 1 is flow
     between the standard frames alone (indexes made before this setting existed; their fingerprints have no
     ``flow_steps`` key, and read back as 1). Chosen by measurement on textured pans (benchmarks/masks.py).
+    ``camera_fit`` (``object`` motion): what the camera's motion is fitted to, ``flow`` (default: the dense flow
+    over each standard interval, at textured points) or ``tracks`` (sparse Lucas–Kanade tracks per source pair,
+    chained). ``camera_gate``: residual motion where the camera's warp explains what a pixel looks like (its
+    photometric error, in gray levels, over this) counts proportionally less, on pairs where the camera moves; 0
+    turns it off. Both chosen on textured pans (benchmarks/masks.py); indexes made before they existed have
+    neither key and read back as ``tracks`` and 0.
     ``static_px``: a clip whose 99.9th-percentile flow magnitude (px/frame, after compensation) is below this
     has no motion to weight: it gets a uniform weight and ``static: true``. With ``motion='object'`` the bar is
     at least ``camera_noise`` times the camera's mean speed (what compensation leaves of a pan is fit error), on
@@ -104,6 +113,8 @@ class MaskConfig(_Config):
     static_px: float = 0.05
     camera_noise: float = 0.15
     flow_steps: int = 4
+    camera_fit: str = "flow"
+    camera_gate: float = 8.0
 
     def __post_init__(self):
         _check(self.kind in MASK_KINDS, "mask", self.kind, f"one of {MASK_KINDS}")
@@ -122,16 +133,21 @@ class MaskConfig(_Config):
         _check(isinstance(self.flow_steps, int) and not isinstance(self.flow_steps, bool)
                and 1 <= self.flow_steps <= MAX_FLOW_STEPS, "flow_steps", self.flow_steps,
                f"an int in [1, {MAX_FLOW_STEPS}]")
+        _check(self.camera_fit in CAMERA_FITS, "camera_fit", self.camera_fit, f"one of {CAMERA_FITS}")
+        _check(isinstance(self.camera_gate, (int, float)) and not isinstance(self.camera_gate, bool)
+               and 0 <= self.camera_gate <= 255, "camera_gate", self.camera_gate, "a number in [0, 255] (gray levels)")
+        object.__setattr__(self, "camera_gate", float(self.camera_gate))  # 8 and 8.0: one fingerprint
 
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()
-        if d["flow_steps"] == LEGACY_FLOW_STEPS or self.kind == "none":
-            del d["flow_steps"]  # the fingerprint of an index made before flow_steps existed stays the same
+        for key, old in LEGACY.items():
+            if d[key] == old or self.kind == "none":
+                del d[key]  # the fingerprint of an index made before the setting existed stays the same
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]):
-        return super().from_dict({"flow_steps": LEGACY_FLOW_STEPS, **d})
+        return super().from_dict({**LEGACY, **d})
 
     @property
     def source_steps(self) -> int:

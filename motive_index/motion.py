@@ -10,9 +10,15 @@ the homographies multiplied. Between standard frames two or more source frames a
 twice the displacement or more, and on fine repetitive texture (gravel, grass, foliage) DIS then locks onto
 the wrong repeat: bands of false motion across a pan (``benchmarks/masks.py``, textured pans).
 
-The camera's motion between two frames is a homography (or similarity) fitted with RANSAC to sparse
-Lucas–Kanade tracks of points spread on a regular grid; the grid keeps a large, strongly textured moving object
-from owning the fit (it holds only the cells it covers), and a forward–backward check drops unreliable tracks.
+The camera's motion over a standard interval is a homography (or similarity) fitted with RANSAC to the dense
+flow itself at a fine grid of points where the frame has texture (``camera_fit='flow'``, the default), or to
+sparse Lucas–Kanade tracks on a regular grid, one fit per source pair, multiplied (``'tracks'``: indexes made
+before); the grid keeps a large, strongly textured moving object from owning the fit (it holds only the cells
+it covers), and a fit whose inliers sit in one region is not trusted. Then the camera gate
+(``camera_gate``, gray levels): where frame t+1, warped back by the camera's motion, looks like frame t, the
+residual flow there is the estimator's or the fit's error (on fine repetitive texture the flow locks onto the
+wrong repeat in bands), so it counts in proportion to that photometric error over the gate; only while the
+camera moves, so a flat-coloured mover under a still camera keeps its inside.
 """
 
 from __future__ import annotations
@@ -203,33 +209,67 @@ def fit_camera(prev: np.ndarray, nxt: np.ndarray, model: str = "homography", min
     grid, and spread over 3 of the 4 quadrants: a camera moves the whole frame, not one region of it."""
     h, w = prev.shape
     p0 = _grid_points(h, w)
-    lk = dict(winSize=(9, 9) if min(h, w) < 160 else (15, 15), maxLevel=3, minEigThreshold=1e-4,
-              criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01))
+    lk = _lk_params(h, w)
     p1, st, _ = cv2.calcOpticalFlowPyrLK(prev, nxt, p0, None, **lk)
     back, st_b, _ = cv2.calcOpticalFlowPyrLK(nxt, prev, p1, None, **lk)
     good = (st[:, 0] == 1) & (st_b[:, 0] == 1) & (np.linalg.norm((back - p0)[:, 0], axis=1) < 0.5)
     a, b = p0[good, 0], p1[good, 0]
-    identity = np.eye(3)
     if len(a) < min_tracks:
-        return CameraFit(identity, False, int(len(a)), 0.0)
-    thresh = max(0.5, 0.01 * min(h, w))
+        return CameraFit(np.eye(3), False, int(len(a)), 0.0)
+    m, inl = _ransac(a, b, model, max(0.5, 0.01 * min(h, w)))
+    return _trusted(m, inl, a, len(p0), h, w, min_inliers, min_cover)
+
+
+def _lk_params(h: int, w: int, levels: int = 3, iterations: int = 30) -> dict:
+    """Lucas–Kanade's settings; its status is 0 where the window lacks texture (minimum eigenvalue test)."""
+    return dict(winSize=(9, 9) if min(h, w) < 160 else (15, 15), maxLevel=levels, minEigThreshold=1e-4,
+                criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, iterations, 0.01))
+
+
+def _ransac(a: np.ndarray, b: np.ndarray, model: str, thresh: float):
+    """RANSAC fit of ``model`` (homography or similarity) mapping points ``a`` to ``b``: (3x3 or None, inliers)."""
     if model == "homography":
-        m, inl = cv2.findHomography(a, b, cv2.RANSAC, ransacReprojThreshold=thresh, maxIters=2000,
-                                    confidence=0.995)
-    else:
-        m2, inl = cv2.estimateAffinePartial2D(a, b, method=cv2.RANSAC, ransacReprojThreshold=thresh,
-                                              maxIters=2000, confidence=0.995)
-        m = None if m2 is None else np.vstack([m2, [0.0, 0.0, 1.0]])
+        return cv2.findHomography(a, b, cv2.RANSAC, ransacReprojThreshold=thresh, maxIters=2000, confidence=0.995)
+    m2, inl = cv2.estimateAffinePartial2D(a, b, method=cv2.RANSAC, ransacReprojThreshold=thresh, maxIters=2000,
+                                          confidence=0.995)
+    return (None if m2 is None else np.vstack([m2, [0.0, 0.0, 1.0]])), inl
+
+
+def _trusted(m, inl, a: np.ndarray, grid: int, h: int, w: int, min_inliers: float, min_cover: float) -> CameraFit:
+    """A RANSAC fit ``m`` (inlier flags ``inl`` over the points ``a``) as a CameraFit, trusted only if its inliers
+    are at least ``min_inliers`` of the points and ``min_cover`` of the ``grid`` points, the warp is plausible and
+    the inliers are spread over 3 of the frame's 4 quadrants."""
     if m is None or inl is None:
-        return CameraFit(identity, False, int(len(a)), 0.0)
+        return CameraFit(np.eye(3), False, int(len(a)), 0.0)
     inl = inl[:, 0].astype(bool)
     ratio = float(inl.mean())
-    if (ratio < min_inliers or inl.sum() < min_cover * len(p0) or not _plausible(m, h, w)
+    if (ratio < min_inliers or inl.sum() < min_cover * grid or not _plausible(m, h, w)
             or _quadrants(a[inl], h, w) < 3):
         # too few agreeing tracks, a degenerate warp, or agreement in one region only (a textured mover over a
         # plain background would otherwise be taken for the camera)
-        return CameraFit(identity, False, int(len(a)), ratio)
+        return CameraFit(np.eye(3), False, int(len(a)), ratio)
     return CameraFit(m, True, int(len(a)), ratio)
+
+
+def fit_camera_to_flow(prev: np.ndarray, flow: np.ndarray, model: str = "homography", min_tracks: int = 12,
+                       min_inliers: float = 0.3, min_cover: float = 0.3) -> CameraFit:
+    """Fit the camera's motion to a dense flow field ``flow`` (H, W, 2) from ``prev`` (grayscale uint8) with RANSAC
+    on the flow at a fine grid of points (32 cells a side) where ``prev`` has texture to track (Lucas–Kanade's own
+    test, as :func:`fit_camera` applies it: in a flat region the flow is the estimator's fill-in, and over a
+    plain backdrop that is the mover's motion spread out). Trusted as :func:`fit_camera`'s.
+
+    On fine repetitive texture the dense flow, composed through the source frames, is a better guide than sparse
+    tracks between the two standard frames (benchmarks/masks.py, textured pans), and a fit per standard interval
+    needs no chain."""
+    h, w = prev.shape
+    p0 = _grid_points(h, w, cells=32)
+    _, textured, _ = cv2.calcOpticalFlowPyrLK(prev, prev, p0, None, **_lk_params(h, w, levels=0, iterations=1))
+    a = p0[textured[:, 0] == 1, 0]
+    if len(a) < min_tracks:
+        return CameraFit(np.eye(3), False, int(len(a)), 0.0)
+    b = a + flow[a[:, 1].astype(int), a[:, 0].astype(int)]
+    m, inl = _ransac(a, b, model, max(0.5, 0.01 * min(h, w)))
+    return _trusted(m, inl, a, len(p0), h, w, min_inliers, min_cover)
 
 
 def _quadrants(pts: np.ndarray, h: int, w: int) -> int:
@@ -274,25 +314,61 @@ def _fit_chain(chain: list[np.ndarray], model: str) -> CameraFit:
     return CameraFit(m if ok else np.eye(3), ok, min(f.tracks for f in steps), min(f.inlier_ratio for f in steps))
 
 
-def compensate(frames: np.ndarray, flows: np.ndarray, model: str = "homography", between=None
-               ) -> tuple[np.ndarray, list[CameraFit], np.ndarray]:
+def compensate(frames: np.ndarray, flows: np.ndarray, model: str = "homography", between=None, fit: str = "tracks"
+               ) -> tuple[np.ndarray, list[CameraFit], np.ndarray, list[np.ndarray]]:
     """Subtract the camera's motion from each flow field (``between``: as for :func:`flow_fields`).
 
-    Returns the (T-1, H, W, 2) residual flows, the fits, and the camera's mean speed per pair (px/frame)."""
-    chains = _chains(frames, between)
-    h, w = chains[0][0].shape
-    fits = [_fit_chain(chain, model) for chain in chains]
+    ``fit``: ``tracks`` fits the camera to sparse Lucas–Kanade tracks, one fit per source pair, chained over the
+    interval (indexes made before ``MaskConfig.camera_fit`` existed); ``flow`` fits it to the interval's dense
+    flow itself (:func:`fit_camera_to_flow`).
+
+    Returns the (T-1, H, W, 2) residual flows, the fits, the camera's mean speed per pair (px/frame) and the 3x3
+    matrix taken for each pair."""
+    h, w = flows.shape[1:3]
+    if fit == "flow":
+        fits = [fit_camera_to_flow(g, f, model) for g, f in zip(_gray(frames[:-1]), flows)]
+    else:
+        fits = [_fit_chain(chain, model) for chain in _chains(frames, between)]
     ok = [t for t, f in enumerate(fits) if f.ok]
     residual = np.empty_like(flows, dtype=np.float32)
     speed = np.zeros(len(fits))
+    used = []
     for t in range(len(fits)):
         # a pair whose fit was not trusted borrows the nearest trusted one (the camera moves smoothly); with no
         # trusted fit at all the camera is taken as still
-        src = min(ok, key=lambda u: abs(u - t)) if ok else None
-        cam = camera_flow(fits[src].matrix, h, w) if src is not None else np.zeros((h, w, 2), np.float32)
+        m = fits[min(ok, key=lambda u: abs(u - t))].matrix if ok else np.eye(3)
+        cam = camera_flow(m, h, w)
         residual[t] = flows[t] - cam
         speed[t] = float(np.sqrt(cam[..., 0] ** 2 + cam[..., 1] ** 2).mean())
-    return residual, fits, speed
+        used.append(m)
+    return residual, fits, speed, used
+
+
+# the camera gate acts on pairs whose camera moves at least this much (px per standard interval): under a still
+# camera there is no fit error to explain away, and a flat-coloured mover's interior would be
+GATE_MIN_CAMERA_PX = 0.5
+
+
+def camera_gate(frames: np.ndarray, matrices: list[np.ndarray], speed: np.ndarray, tau: float) -> np.ndarray:
+    """(T-1, H, W) in [0, 1]: how far the camera's motion leaves each pixel of each pair unexplained.
+
+    The photometric error of frame t against frame t+1 warped back by the camera's matrix for the pair
+    (grayscale, lightly blurred), over ``tau`` gray levels, clipped to 1, then widened by a 3x3 max filter (a
+    flat-coloured mover lights up at its edges; the widening brings some of its inside in). Where the camera's
+    warp explains what a pixel looks like, the residual flow there is the flow's or the fit's error, not motion:
+    on fine repetitive texture the flow can lock onto the wrong repeat, and the background then shows bands of
+    false motion. 1 on pairs whose camera moves less than ``GATE_MIN_CAMERA_PX``."""
+    gray = [cv2.GaussianBlur(g.astype(np.float32), (3, 3), 0.8) for g in _gray(frames)]
+    h, w = gray[0].shape
+    kernel = np.ones((3, 3), np.uint8)
+    out = np.ones((len(matrices), h, w), np.float32)
+    for t, m in enumerate(matrices):
+        if speed[t] < GATE_MIN_CAMERA_PX:
+            continue
+        back = cv2.warpPerspective(gray[t + 1], m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                   borderMode=cv2.BORDER_REPLICATE)
+        out[t] = cv2.dilate(np.minimum(np.abs(gray[t] - back) / tau, 1.0), kernel)
+    return out
 
 
 # ----------------------------------------------------------------------------------------- the weight
@@ -361,8 +437,11 @@ def motion_mask(frames: np.ndarray, cfg: MaskConfig, estimator: FlowEstimator | 
     info: dict = {}
     static_level = cfg.static_px
     if cfg.motion == "object":
-        flows, fits, speed = compensate(frames, raw, cfg.camera_model, between)
+        flows, fits, speed, matrices = compensate(frames, raw, cfg.camera_model, between, cfg.camera_fit)
         residual = flows
+        if cfg.camera_gate > 0:
+            gate = camera_gate(frames, matrices, speed, cfg.camera_gate)
+            flows = flows * gate[..., None]
         cam_speed = float(np.median(speed))
         info = {"camera_fits": sum(f.ok for f in fits), "camera_pairs": len(fits),
                 "camera_speed_px": round(cam_speed, 3)}

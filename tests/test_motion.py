@@ -206,19 +206,27 @@ def test_a_textured_mover_over_a_plain_background_is_not_taken_for_the_camera():
     frames = np.stack(frames)
     fit = fit_camera(frames[0, ..., 0], frames[1, ..., 0])
     assert not fit.ok  # agreeing tracks in one region only: not a camera
-    mm = motion_mask(frames, MaskConfig(motion="object"))
-    assert mm.info["camera_fits"] == 0  # no trusted fit: the camera is taken as still, the mover stays weighted
-    assert np.allclose(mm.weight, motion_mask(frames, MaskConfig(motion="all")).weight)
+    tracks = motion_mask(frames, MaskConfig(motion="object", camera_fit="tracks"))
+    assert tracks.info["camera_fits"] == 0  # no trusted fit: the camera is taken as still, the mover stays weighted
+    every = motion_mask(frames, MaskConfig(motion="all")).weight
+    assert np.allclose(tracks.weight, every)
+    # fitted to the dense flow, the plain backdrop (flow ~0 there) reads as a still camera: the same weight
+    dense = motion_mask(frames, MaskConfig(motion="object"))
+    assert dense.info["camera_speed_px"] < 0.1 and np.abs(dense.weight - every).max() < 0.05
     on_object = np.zeros((h, w), bool)
     on_object[28:68, 14:50] = True
-    assert mm.weight[1][on_object].mean() > 1.5 * mm.weight[1][~on_object].mean()
+    for mm in (tracks, dense):
+        assert mm.weight[1][on_object].mean() > 1.5 * mm.weight[1][~on_object].mean()
 
 
 def test_uniform_motion_gives_a_uniform_weight_not_zero():
     frames, _ = _moving_square(t=5)
     est = type("Uniform", (), {"flow": lambda self, a, b: np.full(a.shape + (2,), 1.5, np.float32)})()
-    mm = motion_mask(frames, MaskConfig(), estimator=est)
+    mm = motion_mask(frames, MaskConfig(motion="all"), estimator=est)   # under 'all': a perfect pan
     assert np.all(mm.weight == 1.0) and mm.info["uniform"] and not mm.static
+    # under 'object' the camera fitted to that flow explains all of it: a still scene
+    obj = motion_mask(frames, MaskConfig(), estimator=est)
+    assert np.all(obj.weight == 1.0) and obj.static and obj.info["camera_speed_px"] == pytest.approx(1.5 * 2 ** 0.5, abs=1e-3)
 
 
 def test_learned_flow_build_and_query_end_to_end(tmp_path, dataset, model_dir):
