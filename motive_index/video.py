@@ -91,7 +91,8 @@ def write_video(path: str | Path, frames: np.ndarray | Iterable[np.ndarray], fps
 
     ``frames``: uint8 (N, H, W, 3) with N >= 1 and H, W even, or an iterable of uint8 (H, W, 3) frames (written
     as they come, so a long clip need not be in memory). ``options`` override the encoder's (for libx264 the
-    defaults are ``{"crf": "12", "preset": "medium"}``; e.g. ``{"preset": "ultrafast", "crf": "30"}``).
+    defaults are ``{"crf": "12", "preset": "medium", "x264-params": "mbtree=0"}``, the same bytes for the same
+    frames; e.g. ``{"preset": "ultrafast", "crf": "30"}``).
     """
     p = str(path)
     h, w, it = _frame_iter(p, frames)
@@ -106,7 +107,9 @@ def write_video(path: str | Path, frames: np.ndarray | Iterable[np.ndarray], fps
         stream = container.add_stream(codec, rate=rate)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         if codec == "libx264":
-            stream.options = {"crf": "12", "preset": "medium"} | (options or {})
+            # mbtree off: with x264's macroblock-tree rate control the same frames came out as different bytes
+            # (decoded pixels up to 11 levels apart) from one write to the next, even on one thread (PyAV 18)
+            stream.options = {"crf": "12", "preset": "medium", "x264-params": "mbtree=0"} | (options or {})
         else:  # mpeg4 has no crf: give it ~4 bits per pixel, which keeps low-contrast texture
             stream.bit_rate = max(2_000_000, int(4 * h * w * float(rate)))
             if options:

@@ -359,6 +359,16 @@ def test_write_video_from_an_iterable(tmp_path):
         write_video(tmp_path / "bad.mp4", iter([np.zeros((32, 48), np.uint8)]), 8.0)
 
 
+def test_write_video_is_deterministic(tmp_path):
+    """The same frames give the same file, write after write (generate's clips are deterministic in their seed)."""
+    noise = np.random.default_rng(0).integers(-127, 128, (17, 64, 64, 3))
+    frames = np.clip(np.cumsum(noise, axis=2) // 8 + 128, 0, 255).astype(np.uint8)   # streaks: costly to code
+    paths = [tmp_path / f"{i}.mp4" for i in range(8)]
+    for p in paths:
+        write_video(p, frames, 8.0)
+    assert len({p.read_bytes() for p in paths}) == 1
+
+
 @pytest.mark.parametrize("fmt", ["mpegts", "h264", "matroska"])
 def test_load_video_other_containers(tmp_path, fmt):
     """mpegts seeks to a packet, not a keyframe (load_video seeks further back); a raw H.264 stream cannot seek
