@@ -1,16 +1,17 @@
 """Which change to the tiny VAE buys reconstruction fastest: variants trained for the same wall time, scored alike.
 
-    python benchmarks/vae_sweep.py [--seconds 150] [--variants shipped continue base z48 dec32 enc16] [--clips 3]
+    python benchmarks/vae_sweep.py [--seconds 150] [--variants shipped continue base z16 dec32 enc16 s4] [--clips 3]
 
 Each variant trains ``--seconds`` on these CPUs from a fresh seeded AutoencoderKLWan of ``tiny_vae.TINY_VAE_CONFIG``
-with one change (``base``: none; ``z48``: 48 latent channels; ``dec32``: a decoder twice as wide; ``enc16``: an
-encoder twice as wide), or from the shipped weights (``continue``, at a quarter of the learning rate), on the
-training script's loss and data (a ``--pool`` of 9-frame training clips, batch 6, AdamW, a short warm-up, no
-decay); ``shipped`` is the shipped VAE as it is, not trained further. Then every variant is scored on the same
-held-out clips (``tiny_vae.held_out_sets(--clips)``): PSNR of the reconstruction per set, and encode time of a
-17x64x64 clip (what a build pays; the decoder only runs to generate). Equal wall time, not equal steps: a variant
-that costs more per step must learn more per step to win. Early training only: a ranking after minutes, not where
-each variant would end.
+with one change (``base``: none; ``z16``: 16 latent channels, the layout shipped before the 48-channel one;
+``dec32``: a decoder twice as wide; ``enc16``: an encoder twice as wide; ``s4``: no 2x2 patchify, so 4x spatial
+compression, a 16x16 latent grid at 64 px), or from the shipped weights (``continue``, at a quarter of the
+learning rate), on the training script's loss and data (a ``--pool`` of 9-frame training clips, batch 6, AdamW, a
+short warm-up, no decay); ``shipped`` is the shipped VAE as it is, not trained further. Then every variant is
+scored on the same held-out clips (``tiny_vae.held_out_sets(--clips)``): PSNR of the reconstruction per set, and
+encode time of a 17x64x64 clip (what a build pays; the decoder only runs to generate). Equal wall time, not equal
+steps: a variant that costs more per step must learn more per step to win. Early training only: a ranking after
+minutes, not where each variant would end.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine  # noqa: E402
 
-VARIANTS = {"shipped": None, "continue": None, "base": {}, "z48": {"z_dim": 48}, "dec32": {"decoder_base_dim": 32},
-            "enc16": {"base_dim": 16}}
+VARIANTS = {"shipped": None, "continue": None, "base": {}, "z16": {"z_dim": 16}, "dec32": {"decoder_base_dim": 32},
+            "enc16": {"base_dim": 16}, "s4": {"patch_size": 1, "in_channels": 3, "out_channels": 3}}
 
 
 def _vae(name: str, seed: int):

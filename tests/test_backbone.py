@@ -19,7 +19,7 @@ def test_tiny_preset_is_a_real_diffusers_wan(tiny):
     assert isinstance(tiny.vae, AutoencoderKLWan)
     # latent grid derived from the VAE's architecture: 4x temporal with the first frame alone, 8x spatial
     assert (tiny.temporal_factor, tiny.spatial_factor, tiny.first_frame_alone) == (4, 8, True)
-    assert tiny.latent_shape() == (16, 5, 8, 8)  # 17 frames at 64x64; 16 channels as Wan2.1's VAE
+    assert tiny.latent_shape() == (48, 5, 8, 8)  # 17 frames at 64x64; 48 channels as Wan 2.2's VAE
 
 
 def test_tiny_is_seeded(tiny):

@@ -26,12 +26,13 @@ def test_shipped_weights_are_the_trained_ones_recorded():
 
 
 def test_held_out_clips_reconstruct_and_keep_their_motion(vae):
-    """A loose floor under what the shipped VAE measures (benchmarks/vae.py: shapes 25.0 dB, flow corr 0.69; pans over
-    the held-out photo 20.3 dB, 0.49; frozen 23.9 dB), so a retrained or broken VAE that does worse fails here. The
-    issue's targets (28 dB, 0.8) are not met by this VAE: see the README's "The tiny VAE"."""
+    """A loose floor under what the shipped VAE measures (benchmarks/vae.py, 4 clips a set: shapes 25.7 dB, flow corr
+    0.82; pans over the held-out photo 22.3 dB, 0.69; frozen 24.5 dB; on these 2 clips a set 24.7 / 0.83, 21.3 /
+    0.66, 26.6), so a retrained or broken VAE that does worse fails here. The issue's PSNR target (28 dB) is not
+    met by this VAE: see the README's "The tiny VAE"."""
     sets = tv.held_out_sets(2)
     scores = tv.score(vae, sets)
-    floors = {"shapes": (22.0, 0.5), "pan (held-out photo)": (17.0, 0.3), "frozen": (21.0, None)}
+    floors = {"shapes": (23.0, 0.7), "pan (held-out photo)": (19.5, 0.5), "frozen": (24.0, None)}
     for name, (db, corr) in floors.items():
         assert scores[name]["psnr_db"] > db, (name, scores[name])
         if corr is not None:
