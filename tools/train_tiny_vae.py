@@ -1,6 +1,6 @@
-"""Train the tiny Wan preset's VAE and write it where the package loads it from (seeded, minutes on a CPU).
+"""Train the tiny Wan preset's VAE and write it where the package loads it from (seeded; the defaults: the shipped run).
 
-    python tools/train_tiny_vae.py [--out motive_index/backbones/tiny_vae] [--steps 900] [--seed 0]
+    python tools/train_tiny_vae.py [--out motive_index/backbones/tiny_vae] [--steps 6000] [--pool 2400] [--seed 0]
     python tools/train_tiny_vae.py --init motive_index/backbones/tiny_vae --out DIR --steps 3000 --lr 5e-4
 
 Data: a pool of seeded 9-frame 64x64 clips (``tiny_vae.vae_clip``): synthetic shapes (45%), camera pans over the
@@ -38,10 +38,10 @@ from motive_index.backbones import tiny_vae as tv  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=tv.TINY_VAE_DIR)
-    ap.add_argument("--steps", type=int, default=900)
+    ap.add_argument("--steps", type=int, default=6000)
     ap.add_argument("--batch", type=int, default=6)
     ap.add_argument("--frames", type=int, default=9, help="training clip length (1 + 4k)")
-    ap.add_argument("--pool", type=int, default=1200, help="training clips generated up front")
+    ap.add_argument("--pool", type=int, default=2400, help="training clips generated up front")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--kl", type=float, default=1e-6)
     ap.add_argument("--seed", type=int, default=0)
