@@ -7,7 +7,8 @@ Everything is made in the run, under a temporary folder, seeded, nothing downloa
 from ``synthetic.generate_dataset`` (seed 3, 17-30 frames, 96x128; the tests' dataset, longer), the tiny Wan
 preset (``build_tiny(seed=0)`` + ``save_pretrained``, not fine-tuned: the costs do not depend on the weights),
 and every build is ``MotiveIndex.build(manifest, model, <a fresh index>, dim=64)`` otherwise at its defaults
-(flow mask, motion-feature channel, ``batch=1``).
+(flow mask, motion-feature channel, ``batch=1``; the old-against-new builds make the mask as the old code does:
+the camera fitted to sparse tracks, no camera gate).
 
 1. **Clips per second, local and on Ray.** In this process: the local build (``executor="local"``), then
    ``ray.init(num_cpus=2)`` once (its seconds reported apart, not in any row), the Ray build with 1 model worker
@@ -122,11 +123,19 @@ def child(job: dict) -> dict:
     from motive_index.api import MotiveIndex
     from motive_index.manifest import read_manifest
 
+    import dataclasses
+
+    from motive_index.config import MaskConfig
+
     ids = [c.clip_id for c in read_manifest(job["manifest"])]
+    # the mask as the old code makes it: code that has camera_fit / camera_gate builds with the camera fitted to
+    # sparse tracks and no gate (the defaults changed after the old commit; the comparison is of the pipeline)
+    fields = {f.name for f in dataclasses.fields(MaskConfig)}
+    mask = MaskConfig(camera_fit="tracks", camera_gate=0.0) if "camera_fit" in fields else MaskConfig()
     preload()
     stamps: list[float] = []
     cpu, t0 = time.process_time(), time.perf_counter()
-    idx, report = MotiveIndex.build(job["manifest"], job["model"], job["index"], dim=job["dim"],
+    idx, report = MotiveIndex.build(job["manifest"], job["model"], job["index"], mask=mask, dim=job["dim"],
                                     progress=lambda i, n, cid: stamps.append(time.perf_counter() - t0))
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu
     inf, mot = idx.store.get_vectors(ids), idx.features_store.get_vectors(ids)
