@@ -181,7 +181,8 @@ class MotionFeaturizer:
         # the flow settings that shape the descriptor; a learned flow model is named by its weights' hash
         fp = dict(mask_fingerprint or mask.to_dict())
         self._flow_fp = {k: fp[k] for k in ("flow", "dis_preset", "flow_model", "camera_model", "static_px",
-                                            "camera_noise", "flow_steps", "camera_fit") if k in fp}  # newer masks
+                                            "camera_noise", "flow_steps", "camera_fit", "camera_gate")
+                         if k in fp}  # the last three: newer masks (the gate decides `static`, which the descriptor reads)
         self._object = replace(mask, kind="flow", motion="object")  # the mask settings that give the residual
         self._estimator = None
 

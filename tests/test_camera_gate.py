@@ -92,3 +92,16 @@ def test_mask_command_takes_the_camera_settings(tmp_path):
     assert not np.array_equal(np.load(tmp_path / "default.npy"), np.load(tmp_path / "legacy.npy"))
     r = runner.invoke(main, ["mask", str(clip), "--out", str(tmp_path / "x.npy"), "--camera-gate", "-1"])
     assert r.exit_code == 2 and "--camera-gate" in r.output
+
+
+def test_the_motion_channel_fingerprint_names_the_camera_settings():
+    """The descriptor reads the residual (camera_fit) and whether the clip is still (which the gate decides)."""
+    from motive_index.features import FeatureConfig, MotionFeaturizer
+
+    def flow_fp(mask):
+        return MotionFeaturizer(FeatureConfig(), mask, VideoSpec()).fingerprint()["flow"]
+
+    new, legacy = flow_fp(MaskConfig()), flow_fp(LEGACY)
+    assert (new["camera_fit"], new["camera_gate"]) == ("flow", 8.0)
+    assert "camera_fit" not in legacy and "camera_gate" not in legacy   # indexes made before: unchanged
+    assert flow_fp(MaskConfig(camera_gate=0.0)) != new
