@@ -180,9 +180,9 @@ class MotionFeaturizer:
         self.cfg, self.spec = cfg, spec
         # the flow settings that shape the descriptor; a learned flow model is named by its weights' hash
         fp = dict(mask_fingerprint or mask.to_dict())
+        # the last three only in newer masks; the gate decides `static`, which the descriptor reads
         self._flow_fp = {k: fp[k] for k in ("flow", "dis_preset", "flow_model", "camera_model", "static_px",
-                                            "camera_noise", "flow_steps", "camera_fit", "camera_gate")
-                         if k in fp}  # the last three: newer masks (the gate decides `static`, which the descriptor reads)
+                                            "camera_noise", "flow_steps", "camera_fit", "camera_gate") if k in fp}
         self._object = replace(mask, kind="flow", motion="object")  # the mask settings that give the residual
         self._estimator = None
 
