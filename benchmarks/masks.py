@@ -24,7 +24,7 @@
    at 30 fps, gravel, pans of 4 and 16 px per frame (``--quick``: 4 only). Each clip's object mask under the
    settings of ``PAN_SETTINGS`` (``flow_steps`` 1 with the camera fitted to sparse tracks and no gate: indexes
    before flow_steps; ``flow_steps`` 4 so: indexes before camera_fit and camera_gate; the camera fitted to the
-   dense flow; today's default, which adds the camera gate): the mean weight inside the mover over the mean
+   dense flow; then the camera gate; today's default, which adds ``out_of_view``): the mean weight inside the mover over the mean
    weight outside it (the frame's interior: 4 px at 64, 16 at 480 left out; target >= 10), and the end-point
    error of the raw flow on the background (the still world, true flow from ``render_pan`` composed over each
    standard interval and brought to the standard shape). Then the cost per clip from an mp4 (``load_video`` +
@@ -251,11 +251,12 @@ def cost(quick: bool, base: MaskConfig):
 
 PAN_TEXTURES = ("gravel", "grass", "brick", "astronaut")
 # the mask settings compared on textured pans: the first is what indexes made before flow_steps use, the second
-# what they made before camera_fit / camera_gate, the last today's default
+# what they made before camera_fit / camera_gate, the fourth before out_of_view, the last today's default
 PAN_SETTINGS = {
     "steps 1, tracks": MaskConfig(flow_steps=1, camera_fit="tracks", camera_gate=0.0),
     "steps 4, tracks": MaskConfig(flow_steps=4, camera_fit="tracks", camera_gate=0.0),
     "steps 4, flow fit": MaskConfig(flow_steps=4, camera_fit="flow", camera_gate=0.0),
+    "flow fit, gate": MaskConfig(out_of_view=False),
     "default": MaskConfig(),
 }
 PAPER_SETTINGS = ("steps 1, tracks", "steps 4, tracks", "default")  # 30 fps over 16: steps 2 and 4 are the same
@@ -407,7 +408,8 @@ def print_pans(res: dict) -> None:
 
 
 def _setting(cfg: MaskConfig) -> str:
-    return f"flow_steps {cfg.flow_steps}, camera_fit {cfg.camera_fit}, camera_gate {cfg.camera_gate:g}"
+    return (f"flow_steps {cfg.flow_steps}, camera_fit {cfg.camera_fit}, camera_gate {cfg.camera_gate:g}, "
+            f"out_of_view {cfg.out_of_view}")
 
 
 # ------------------------------------------------------------------------------------------------ main

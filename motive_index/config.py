@@ -69,7 +69,7 @@ LEGACY_FLOW_STEPS = 1  # what an index's mask without a flow_steps key was made 
 MAX_FLOW_STEPS = 16
 CAMERA_FITS = ("flow", "tracks")
 # what an index's mask without camera_fit / camera_gate keys was made with
-LEGACY = {"flow_steps": LEGACY_FLOW_STEPS, "camera_fit": "tracks", "camera_gate": 0.0}
+LEGACY = {"flow_steps": LEGACY_FLOW_STEPS, "camera_fit": "tracks", "camera_gate": 0.0, "out_of_view": False}
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,10 @@ class MaskConfig(_Config):
     chained). ``camera_gate``: residual motion where the camera's warp explains what a pixel looks like (its
     photometric error, in gray levels, over this) counts proportionally less, on pairs where the camera moves; 0
     turns it off. Both chosen on textured pans (benchmarks/masks.py); indexes made before they existed have
-    neither key and read back as ``tracks`` and 0.
+    neither key and read back as ``tracks`` and 0. ``out_of_view`` (with the gate on): a pixel the camera's motion
+    carries out of the frame in a pair has no next position to measure its own motion at (its flow is the
+    estimator's guess, and the gate sees only the replicated border), so it weighs 0 in that pair; chosen on
+    textured pans (benchmarks/masks.py); indexes made before it read back as off.
     ``static_px``: a clip whose 99.9th-percentile flow magnitude (px/frame, after compensation) is below this
     has no motion to weight: it gets a uniform weight and ``static: true``. With ``motion='object'`` the bar is
     at least ``camera_noise`` times the camera's mean speed (what compensation leaves of a pan is fit error), on
@@ -115,6 +118,7 @@ class MaskConfig(_Config):
     flow_steps: int = 4
     camera_fit: str = "flow"
     camera_gate: float = 8.0
+    out_of_view: bool = True
 
     def __post_init__(self):
         _check(self.kind in MASK_KINDS, "mask", self.kind, f"one of {MASK_KINDS}")
@@ -137,12 +141,13 @@ class MaskConfig(_Config):
         _check(isinstance(self.camera_gate, (int, float)) and not isinstance(self.camera_gate, bool)
                and 0 <= self.camera_gate <= 255, "camera_gate", self.camera_gate, "a number in [0, 255] (gray levels)")
         object.__setattr__(self, "camera_gate", float(self.camera_gate))  # 8 and 8.0: one fingerprint
+        _check(isinstance(self.out_of_view, bool), "out_of_view", self.out_of_view, "true or false")
 
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()
         for key, old in LEGACY.items():
-            if d[key] == old or self.kind == "none":
-                del d[key]  # the fingerprint of an index made before the setting existed stays the same
+            if d[key] == old or self.kind == "none" or (key == "out_of_view" and not self.camera_gate):
+                del d[key]  # the fingerprint of an index made before the setting existed (or it does nothing) stays
         return d
 
     @classmethod

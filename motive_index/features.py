@@ -182,7 +182,8 @@ class MotionFeaturizer:
         fp = dict(mask_fingerprint or mask.to_dict())
         # the last three only in newer masks; the gate decides `static`, which the descriptor reads
         self._flow_fp = {k: fp[k] for k in ("flow", "dis_preset", "flow_model", "camera_model", "static_px",
-                                            "camera_noise", "flow_steps", "camera_fit", "camera_gate") if k in fp}
+                                            "camera_noise", "flow_steps", "camera_fit", "camera_gate", "out_of_view")
+                                            if k in fp}
         self._object = replace(mask, kind="flow", motion="object")  # the mask settings that give the residual
         self._estimator = None
 

@@ -349,7 +349,8 @@ def compensate(frames: np.ndarray, flows: np.ndarray, model: str = "homography",
 GATE_MIN_CAMERA_PX = 0.5
 
 
-def camera_gate(frames: np.ndarray, matrices: list[np.ndarray], speed: np.ndarray, tau: float) -> np.ndarray:
+def camera_gate(frames: np.ndarray, matrices: list[np.ndarray], speed: np.ndarray, tau: float,
+                out_of_view: bool = False) -> np.ndarray:
     """(T-1, H, W) in [0, 1]: how far the camera's motion leaves each pixel of each pair unexplained.
 
     The photometric error of frame t against frame t+1 warped back by the camera's matrix for the pair
@@ -357,7 +358,10 @@ def camera_gate(frames: np.ndarray, matrices: list[np.ndarray], speed: np.ndarra
     flat-coloured mover lights up at its edges; the widening brings some of its inside in). Where the camera's
     warp explains what a pixel looks like, the residual flow there is the flow's or the fit's error, not motion:
     on fine repetitive texture the flow can lock onto the wrong repeat, and the background then shows bands of
-    false motion. 1 on pairs whose camera moves less than ``GATE_MIN_CAMERA_PX``."""
+    false motion. With ``out_of_view``, 0 where the camera's motion carries the pixel out of the frame: it has no
+    next position, its flow is the estimator's guess and the warp compares it with the replicated border (on a
+    fast pan that band is a large share of the frame). 1 on pairs whose camera moves less than
+    ``GATE_MIN_CAMERA_PX``."""
     gray = [cv2.GaussianBlur(g.astype(np.float32), (3, 3), 0.8) for g in _gray(frames)]
     h, w = gray[0].shape
     kernel = np.ones((3, 3), np.uint8)
@@ -368,7 +372,20 @@ def camera_gate(frames: np.ndarray, matrices: list[np.ndarray], speed: np.ndarra
         back = cv2.warpPerspective(gray[t + 1], m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                    borderMode=cv2.BORDER_REPLICATE)
         out[t] = cv2.dilate(np.minimum(np.abs(gray[t] - back) / tau, 1.0), kernel)
+        if out_of_view:
+            out[t] *= _in_view(m, h, w)
     return out
+
+
+def _in_view(m: np.ndarray, h: int, w: int) -> np.ndarray:
+    """(H, W) float32: 1 where the warp ``m`` (3x3) keeps the pixel inside the frame, 0 where it carries it out."""
+    m = m.astype(np.float32)  # float32 throughout: at 480x832 float64 would cost 10 ms a pair
+    xs = np.arange(w, dtype=np.float32)[None, :]
+    ys = np.arange(h, dtype=np.float32)[:, None]
+    den = m[2, 0] * xs + m[2, 1] * ys + m[2, 2]
+    x = (m[0, 0] * xs + m[0, 1] * ys + m[0, 2]) / den
+    y = (m[1, 0] * xs + m[1, 1] * ys + m[1, 2]) / den
+    return ((x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------- the weight
@@ -440,7 +457,7 @@ def motion_mask(frames: np.ndarray, cfg: MaskConfig, estimator: FlowEstimator | 
         flows, fits, speed, matrices = compensate(frames, raw, cfg.camera_model, between, cfg.camera_fit)
         residual = flows
         if cfg.camera_gate > 0:
-            gate = camera_gate(frames, matrices, speed, cfg.camera_gate)
+            gate = camera_gate(frames, matrices, speed, cfg.camera_gate, cfg.out_of_view)
             flows = flows * gate[..., None]
         cam_speed = float(np.median(speed))
         info = {"camera_fits": sum(f.ok for f in fits), "camera_pairs": len(fits),

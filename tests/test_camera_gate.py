@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from motive_index.config import MaskConfig, VideoSpec
-from motive_index.motion import camera_gate, compensate, motion_mask
+from motive_index.motion import camera_flow, camera_gate, compensate, motion_mask
 from motive_index.synthetic import PanSpec, SynthSpec, photo_texture, render_clip, render_pan
 from motive_index.video import between_frames, standardize
 
@@ -20,9 +20,9 @@ LEGACY = MaskConfig(camera_fit="tracks", camera_gate=0.0)  # flow_steps 4, the c
 
 def test_fingerprints_of_masks_made_before_camera_fit_and_gate_are_unchanged():
     before = {k: v for k, v in dataclasses.asdict(MaskConfig(flow_steps=1)).items()
-              if k not in ("flow_steps", "camera_fit", "camera_gate")}   # an index's mask before all three
+              if k not in ("flow_steps", "camera_fit", "camera_gate", "out_of_view")}  # an index's mask before
     back = MaskConfig.from_dict(before)
-    assert (back.flow_steps, back.camera_fit, back.camera_gate) == (1, "tracks", 0.0)
+    assert (back.flow_steps, back.camera_fit, back.camera_gate, back.out_of_view) == (1, "tracks", 0.0, False)
     assert back.to_dict() == before
     assert "camera_fit" not in LEGACY.to_dict() and "camera_gate" not in LEGACY.to_dict()
     new = MaskConfig().to_dict()
@@ -105,3 +105,43 @@ def test_the_motion_channel_fingerprint_names_the_camera_settings():
     assert (new["camera_fit"], new["camera_gate"]) == ("flow", 8.0)
     assert "camera_fit" not in legacy and "camera_gate" not in legacy   # indexes made before: unchanged
     assert flow_fp(MaskConfig(camera_gate=0.0)) != new
+
+
+def test_out_of_view_fingerprints():
+    new = MaskConfig().to_dict()
+    assert new["out_of_view"] is True
+    made_before = {k: v for k, v in new.items() if k != "out_of_view"}   # gate on, before out_of_view existed
+    assert MaskConfig.from_dict(made_before).out_of_view is False
+    assert MaskConfig.from_dict(made_before).to_dict() == made_before
+    assert "out_of_view" not in MaskConfig(camera_gate=0.0).to_dict()      # no gate: it does nothing
+    with pytest.raises(ValueError, match="out_of_view"):
+        MaskConfig(out_of_view="yes")
+
+
+def test_out_of_view_pixels_weigh_nothing_in_their_pair():
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
+    m = np.array([[1.02, 0.0, 5.0], [0.0, 1.02, -3.0], [0.0, 0.0, 1.0]])   # a pan with a zoom
+    cam = camera_flow(m, 64, 64)
+    x, y = cam[..., 0] + np.arange(64), cam[..., 1] + np.arange(64)[:, None]
+    carried_out = (x < 0) | (x > 63) | (y < 0) | (y > 63)
+    on = camera_gate(frames, [m, m], np.array([6.0, 6.0]), 8.0, out_of_view=True)
+    off = camera_gate(frames, [m, m], np.array([6.0, 6.0]), 8.0, out_of_view=False)
+    assert carried_out.sum() > 300
+    assert np.all(on[:, carried_out] == 0) and off[:, carried_out].mean() > 0.5
+    np.testing.assert_array_equal(on[:, ~carried_out], off[:, ~carried_out])
+    # a still camera: nothing leaves the frame, the gate is all ones
+    assert np.all(camera_gate(frames, [np.eye(3)] * 2, np.zeros(2), 8.0, out_of_view=True) == 1.0)
+
+
+def test_out_of_view_helps_a_fast_pan():
+    spec = PanSpec(frames=68, fps=30.0, speed=4.0, sprite=0.25)   # ~15 px per standard interval at 96 px
+    frames, mover, _ = render_pan(photo_texture("brick"), photo_texture("coffee"), spec)
+    vs = VideoSpec()
+    std = standardize(frames, spec.fps, vs)
+    between = between_frames(frames, spec.fps, vs, 4)
+    gt = standardize(np.repeat(mover[..., None].astype(np.uint8) * 255, 3, -1), spec.fps, vs)[..., 0] > 127
+    off = motion_mask(std, MaskConfig(out_of_view=False), between=between)
+    on = motion_mask(std, MaskConfig(), between=between)
+    # measured: 8.2 without, 11.1 with (the band the camera carries out of view had counted as motion)
+    assert _ratio(on.weight, gt) > 1.2 * _ratio(off.weight, gt)
