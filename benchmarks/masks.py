@@ -24,8 +24,8 @@
    at 30 fps, gravel, pans of 4 and 16 px per frame (``--quick``: 4 only). Each clip's object mask under the
    settings of ``PAN_SETTINGS`` (``flow_steps`` 1 with the camera fitted to sparse tracks and no gate: indexes
    before flow_steps; ``flow_steps`` 4 so: indexes before camera_fit and camera_gate; the camera fitted to the
-   dense flow; then the camera gate; today's default, which adds ``out_of_view``): the mean weight inside the mover over the mean
-   weight outside it (the frame's interior: 4 px at 64, 16 at 480 left out; target >= 10), and the end-point
+   dense flow; then the camera gate; today's default, which adds ``out_of_view``): the mean weight inside the
+   mover over the mean weight outside it (the frame's interior: 4 px at 64, 16 at 480 left out; target >= 10), and the end-point
    error of the raw flow on the background (the still world, true flow from ``render_pan`` composed over each
    standard interval and brought to the standard shape). Then the cost per clip from an mp4 (``load_video`` +
    ``motion_mask``) under ``PAPER_SETTINGS``, at both shapes, median of 2 runs.
