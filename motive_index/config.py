@@ -68,7 +68,7 @@ NORMALIZATIONS = ("minmax", "percentile")
 LEGACY_FLOW_STEPS = 1  # what an index's mask without a flow_steps key was made with
 MAX_FLOW_STEPS = 16
 CAMERA_FITS = ("flow", "tracks")
-# what an index's mask without camera_fit / camera_gate keys was made with
+# what an index's mask without these keys (flow_steps, camera_fit, camera_gate, out_of_view) was made with
 LEGACY = {"flow_steps": LEGACY_FLOW_STEPS, "camera_fit": "tracks", "camera_gate": 0.0, "out_of_view": False}
 
 

@@ -180,7 +180,7 @@ class MotionFeaturizer:
         self.cfg, self.spec = cfg, spec
         # the flow settings that shape the descriptor; a learned flow model is named by its weights' hash
         fp = dict(mask_fingerprint or mask.to_dict())
-        # the last three only in newer masks; the gate decides `static`, which the descriptor reads
+        # the last four only in newer masks; the gate decides `static`, which the descriptor reads
         self._flow_fp = {k: fp[k] for k in ("flow", "dis_preset", "flow_model", "camera_model", "static_px",
                                             "camera_noise", "flow_steps", "camera_fit", "camera_gate", "out_of_view")
                                             if k in fp}
